@@ -1,0 +1,109 @@
+"""Read PIGG's own preprocessed ``user_{k}.pkl`` files into canonical samples.
+
+Usage: ``python -m data_prep import-pigg --pkl-dir DIR --out DATA``
+
+PIGG pickled, per user, a list of chat-message samples: a user turn with the screenshot and the
+prompt (intent inside), and an assistant turn with the two-block answer (grounding on the 0-1000
+grid). A sample may be the message list itself or a dict with ``messages``; a content may be a
+string or a list of ``{"type": "image"|"text", ...}`` parts; a ``system`` turn counts as user
+text (PIGG's dataset turned system into user). PIGG kept no pixel point, so x_px/y_px are put at
+the centre of the grid cell, which maps back to the same grid point. Unpickling runs code from
+the file: import only files you trust.
+"""
+from __future__ import annotations
+
+import pickle
+import re
+from collections import Counter
+from pathlib import Path
+
+from PIL import Image
+
+from .io import write_json, write_jsonl
+from .schema import Sample
+
+_INSTR = re.compile(r"following instruction:\s*(.*?)(?:\n|$)", re.S)
+_REF = re.compile(r"```referring\s*\n(.*?)\n?```", re.S)
+_GRD = re.compile(r"```grounding\s*\n(.*?)```", re.S)
+_INT2 = re.compile(r"-?\d+")
+_EPISODE = re.compile(r"^\d{8}_\d{6}$")
+
+
+def _parts(content) -> list[dict]:
+    if isinstance(content, str):
+        return [{"type": "text", "text": content}]
+    return [p if isinstance(p, dict) else {"type": "text", "text": str(p)} for p in content or []]
+
+
+def convert(obj, user: int, index: int) -> tuple[Sample | None, str | None]:
+    """One pickled sample -> (Sample, None) or (None, reason)."""
+    messages = obj.get("messages") if isinstance(obj, dict) else obj
+    if not isinstance(messages, list) or not all(isinstance(m, dict) for m in messages):
+        return None, "not_a_message_list"
+    image, prompt, answer = None, [], []
+    for m in messages:
+        for part in _parts(m.get("content")):
+            if part.get("type") == "image" or "image" in part:
+                image = image or part.get("image") or part.get("path")
+            elif "text" in part:
+                (answer if m.get("role") == "assistant" else prompt).append(part["text"])
+    if isinstance(obj, dict) and not image:
+        image = (obj.get("images") or [None])[0] or obj.get("image")
+    if not image:
+        return None, "no_image"
+    image = str(image).removeprefix("file://")
+    if not Path(image).is_file():
+        return None, "missing_image"
+    text, ans = "\n".join(prompt), "\n".join(answer)
+    m = _INSTR.search(text)
+    instruction = (m.group(1) if m else text).strip()
+    g = _GRD.search(ans)
+    nums = _INT2.findall(g.group(1)) if g else []
+    if len(nums) < 2:
+        return None, "no_grounding_point"
+    x, y = int(nums[0]), int(nums[1])
+    if not (0 <= x < 1000 and 0 <= y < 1000):
+        return None, "point_off_grid"
+    ref = _REF.search(ans)
+    with Image.open(image) as im:
+        w, h = im.size
+    p = Path(image).resolve()
+    episode = next((q.name for q in p.parents if _EPISODE.match(q.name)), f"pkl_{user}")
+    ep_dir = next((q for q in p.parents if q.name == episode), None)
+    raw_user = ep_dir.parent.name if ep_dir is not None and ep_dir.parent.name.isdigit() else str(user)
+    return Sample(id=f"{raw_user}/{episode}/{p.stem}", user=user, raw_user=raw_user, episode=episode,
+                  step=index, action="click", image=str(p), width=w, height=h, instruction=instruction,
+                  content=ref.group(1).strip() if ref else "", x_px=(x + 0.5) * w / 1000,
+                  y_px=(y + 0.5) * h / 1000, x=x, y=y), None
+
+
+def import_pigg(pkl_dir: str | Path, out: str | Path) -> dict:
+    pkl_dir, out = Path(pkl_dir), Path(out)
+    files = sorted(pkl_dir.glob("user_*.pkl"), key=lambda p: int(re.sub(r"\D", "", p.stem) or 0))
+    if not files:
+        raise FileNotFoundError(f"{pkl_dir}: no user_{{k}}.pkl files")
+    skipped, examples, per_user, mapping = Counter(), {}, {}, {}
+    for f in files:
+        user = int(re.sub(r"\D", "", f.stem))
+        with open(f, "rb") as fh:
+            data = pickle.load(fh)  # noqa: S301 - documented: trusted files only
+        if not isinstance(data, list):
+            raise ValueError(f"{f}: expected a pickled list of samples, got {type(data).__name__}")
+        rows = []
+        for i, obj in enumerate(data):
+            s, reason = convert(obj, user, i)
+            if reason:
+                skipped[reason] += 1
+                examples.setdefault(reason, []).append(f"{f}[{i}]")
+            else:
+                rows.append(s.to_dict())
+        per_user[user] = rows
+        mapping[str(user)] = rows[0]["raw_user"] if rows else str(user)
+    for user, rows in per_user.items():
+        write_jsonl(out / "samples" / f"user_{user}.jsonl", rows)
+    write_json(out / "users.json", mapping)
+    report = {"source": str(pkl_dir.resolve()), "samples": sum(map(len, per_user.values())),
+              "users": len(per_user), "samples_per_user": {str(u): len(r) for u, r in per_user.items()},
+              "skipped": dict(skipped), "skip_examples": {k: v[:20] for k, v in examples.items()}}
+    write_json(out / "report.json", report)
+    return report

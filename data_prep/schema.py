@@ -1,0 +1,95 @@
+"""The one definition of a click sample, the 0-1000 coordinate grid, and PIGG's prompt/answer text.
+
+Usage: ``from data_prep.schema import Sample, to_grid, prompt_text, answer_text``
+
+Everything that reads or writes samples (build, import, export, eval) goes through this module,
+so the field list, the grid convention and the exact text the model sees live in one place.
+"""
+from __future__ import annotations
+
+from dataclasses import MISSING, asdict, dataclass, fields
+
+GRID = 1000  # coordinates the model reads and writes: 0..1000 of the original screenshot
+
+
+def to_grid(px: float, size: int) -> int:
+    """PIGG's convention: int(px / size * 1000) (truncation, not rounding)."""
+    return int(px / size * GRID)
+
+
+def from_grid(g: float, size: int) -> float:
+    """Grid value back to pixels (the centre of the grid cell is not attempted: PIGG doesn't)."""
+    return g / GRID * size
+
+
+@dataclass
+class Sample:
+    """One click step of one episode of one user."""
+
+    id: str  # "<raw_user>/<episode>/<step>": stable across runs
+    user: int  # re-indexed user 1..N (raw ids sorted numerically)
+    raw_user: str  # the folder name in the raw dataset
+    episode: str  # YYYYMMDD_HHMMSS (or a synthetic id for imported data)
+    step: int  # 0-based line number of the action in action.jsonl
+    action: str  # click | long_click
+    image: str  # absolute path of the screenshot
+    width: int
+    height: int
+    instruction: str  # the episode's intentDescription
+    content: str  # the tapped element's text/description (the "referring" answer)
+    x_px: float
+    y_px: float
+    x: int  # to_grid(x_px, width)
+    y: int  # to_grid(y_px, height)
+    app: str = ""
+    tree: str = ""  # absolute path of the accessibility tree XML, "" if none
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "Sample":
+        names = {f.name for f in fields(cls)}
+        missing = [f.name for f in fields(cls) if f.default is MISSING and f.name not in d]
+        if missing:
+            raise ValueError(f"sample {d.get('id', '?')}: missing fields {missing}")
+        return cls(**{k: v for k, v in d.items() if k in names})
+
+
+SAMPLE_FIELDS = [f.name for f in fields(Sample)]
+
+# --- PIGG's prompt and answer (protocol notes, "From raw data to samples") -------------------
+
+PROMPTS = {
+    "pigg": (
+        "Given a GUI image, what are the relative (0-1000) pixel point coordinates for the element "
+        "corresponding to the following instruction: {instruction}\n"
+        "Think step-by-step, provide referring for the element first and then the grounded point "
+        "coordinates.\n"
+        "Example output:\n"
+        "```referring\nleft arrow\n```\n"
+        "```grounding\n(100, 200)\n```"
+    ),
+}
+
+
+def prompt_text(instruction: str, prompt: str = "pigg") -> str:
+    if prompt not in PROMPTS:
+        raise ValueError(f"unknown prompt {prompt!r}; known: {sorted(PROMPTS)}")
+    return PROMPTS[prompt].format(instruction=instruction)
+
+
+def answer_text(content: str, x: int, y: int) -> str:
+    """Two fenced blocks: referring (the element) then grounding ([x, y] on the 0-1000 grid)."""
+    return f"```referring\n{content}\n```\n```grounding\n[{x}, {y}]\n```"
+
+
+def swift_row(sample: Sample, prompt: str = "pigg") -> dict:
+    """A swift-format training/eval row: image before text in the user turn, no system prompt."""
+    return {
+        "messages": [
+            {"role": "user", "content": "<image>" + prompt_text(sample.instruction, prompt)},
+            {"role": "assistant", "content": answer_text(sample.content, sample.x, sample.y)},
+        ],
+        "images": [sample.image],
+    }

@@ -1,0 +1,92 @@
+"""PIGG's metrics as small per-sample functions plus aggregations.
+
+Usage: ``score(records, delta=140)`` where each record has ``gt`` [x, y], ``pred`` [x, y] or None
+(corrected parser) and ``pred_pigg`` [x, y]; optionally ``width``/``height`` (pixel L2) and
+``element_hit`` (True/False/None).
+
+All distances are on the 0-1000 grid of the original screenshot unless named ``_px``.
+Reported side by side:
+- ``pigg``: PIGG-compatible (its parser; an unparseable answer scored as (0, 0)).
+- ``corrected``: every sample, a parse failure counted as a miss at the largest possible
+  distance (the grid diagonal); ``corrected_parsed``: parsed samples only; ``parse_failures``.
+Imports no torch.
+"""
+from __future__ import annotations
+
+import math
+import statistics
+
+from data_prep.schema import GRID
+
+MAX_L2 = math.hypot(GRID, GRID)  # a parse failure's distance in the corrected metrics
+
+
+def l2(pred, gt) -> float:
+    return math.hypot(pred[0] - gt[0], pred[1] - gt[1])
+
+
+def l2_px(pred, gt, width: int, height: int) -> float:
+    return math.hypot((pred[0] - gt[0]) * width / GRID, (pred[1] - gt[1]) * height / GRID)
+
+
+def is_hit(dist: float, delta: float) -> bool:
+    return dist <= delta
+
+
+def aggregate(dists: list[float], delta: float) -> dict:
+    if not dists:
+        return {"n": 0, "accuracy": float("nan"), "mean_l2": float("nan"), "median_l2": float("nan")}
+    return {"n": len(dists), "accuracy": sum(is_hit(d, delta) for d in dists) / len(dists),
+            "mean_l2": statistics.fmean(dists), "median_l2": statistics.median(dists)}
+
+
+def score(records: list[dict], delta: float = 140) -> dict:
+    pigg = [l2(r["pred_pigg"], r["gt"]) for r in records]
+    parsed = [r for r in records if r["pred"] is not None]
+    corrected = [l2(r["pred"], r["gt"]) if r["pred"] is not None else MAX_L2 for r in records]
+    px = [l2_px(r["pred"], r["gt"], r["width"], r["height"]) for r in parsed if r.get("width")]
+    hits = [r["element_hit"] for r in records if r.get("element_hit") is not None]
+    out = {
+        "n": len(records),
+        "delta": delta,
+        "parse_failures": len(records) - len(parsed),
+        "parse_fail_rate": (len(records) - len(parsed)) / len(records) if records else float("nan"),
+        "pigg": aggregate(pigg, delta),
+        "corrected": aggregate(corrected, delta),
+        "corrected_parsed": aggregate([l2(r["pred"], r["gt"]) for r in parsed], delta),
+        "mean_l2_px": statistics.fmean(px) if px else float("nan"),
+        "median_l2_px": statistics.median(px) if px else float("nan"),
+        "element_hit_rate": sum(hits) / len(hits) if hits else float("nan"),
+        "element_hit_n": len(hits),
+    }
+    return out
+
+
+def _mean_std(values: list[float]) -> tuple[float, float]:
+    """Mean and population std (numpy's default ddof=0, as PIGG's summaries)."""
+    if not values:
+        return float("nan"), float("nan")
+    m = statistics.fmean(values)
+    return m, math.sqrt(statistics.fmean([(v - m) ** 2 for v in values]))
+
+
+def summarize_folds(fold_metrics: list[dict], user: int) -> dict:
+    """PIGG's user_{id}_summary.json keys (PIGG-compatible numbers) plus the corrected ones."""
+    out = {"user_id": user, "n_folds": len(fold_metrics), "n_samples": sum(m["n"] for m in fold_metrics)}
+    for src, prefix in (("pigg", ""), ("corrected", "corrected_")):
+        for key, name in (("accuracy", "accuracy"), ("mean_l2", "mean_l2"), ("median_l2", "median_l2")):
+            m, s = _mean_std([f[src][key] for f in fold_metrics])
+            out[f"{prefix}avg_{name}"], out[f"{prefix}std_{name}"] = m, s
+    out["avg_parse_fail_rate"] = _mean_std([f["parse_fail_rate"] for f in fold_metrics])[0]
+    out["avg_element_hit_rate"] = _mean_std([f["element_hit_rate"] for f in fold_metrics
+                                             if not math.isnan(f["element_hit_rate"])])[0]
+    return out
+
+
+def overall(summaries: list[dict]) -> dict:
+    """Unweighted mean over users, as PIGG reports."""
+    keys = [k for k in summaries[0] if k.startswith(("avg_", "corrected_avg_"))] if summaries else []
+    out = {"n_users": len(summaries), "users": [s["user_id"] for s in summaries]}
+    for k in keys:
+        out[k] = statistics.fmean([s[k] for s in summaries])
+    return out

@@ -1,0 +1,188 @@
+"""The Vanilla / Global / Global+Personalized report, from result files only (no GPU, no model).
+
+Usage: python -m eval.report --config EXP   (writes runs/<exp>/report/{report.md, overall.csv,
+       per_user.csv, per_user_accuracy.png, l2_cdf.png})
+
+Reads runs/<exp>/eval/<name>/ (vanilla and checkpoint evals) and runs/<exp>/person_*/ (K-fold).
+On the real dataset (test users 1-10) PIGG's published numbers stand beside ours.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+from pathlib import Path
+
+import pandas as pd
+
+from data_prep.config import add_config_args, load_experiment, run_dir
+
+from .metrics import MAX_L2, l2
+
+PIGG_PUBLISHED = {  # README / protocol notes, users 1-10
+    "vanilla": {"acc": 26.03, "mean_l2": 373.39, "median_l2": 338.25,
+                "per_user": [36.19, 17.32, 22.10, 26.37, 29.75, 29.51, 14.76, 27.06, 27.17, 30.08]},
+    "global": {"acc": 34.22, "mean_l2": 322.69, "median_l2": 290.15,
+               "per_user": [45.90, 22.52, 28.88, 38.66, 33.92, 36.72, 24.24, 38.82, 34.53, 37.99]},
+    "personalized": {"acc": 44.42, "mean_l2": 260.50, "median_l2": 185.29,
+                     "per_user": [51.09, 38.86, 38.68, 51.13, 42.23, 38.69, 37.30, 40.39, 46.44, 59.36]},
+}
+
+
+def find_models(cfg: dict) -> list[dict]:
+    """[{name, role, dir, kind}] in protocol order: vanilla, global evals, personalized runs."""
+    root = run_dir(cfg)
+    found = []
+    for d in sorted((root / "eval").glob("*/")) if (root / "eval").is_dir() else []:
+        if (d / "overall.json").exists():
+            role = "vanilla" if d.name == "vanilla" else "global"
+            found.append({"name": d.name, "role": role, "dir": d, "kind": "eval"})
+    for d in sorted(root.glob("person_*/")):
+        if (d / "overall.json").exists():
+            found.append({"name": f"global+{d.name}", "role": "personalized", "dir": d, "kind": "person"})
+    order = {"vanilla": 0, "global": 1, "personalized": 2}
+    return sorted(found, key=lambda m: (order[m["role"]], m["name"]))
+
+
+def records(model: dict) -> list[dict]:
+    pattern = "user_*/out.json" if model["kind"] == "eval" else "user_*/fold_*/eval/out.json"
+    out = []
+    for f in sorted(model["dir"].glob(pattern)):
+        out += json.loads(f.read_text(encoding="utf-8"))
+    return out
+
+
+def tables(models: list[dict]) -> tuple[pd.DataFrame, pd.DataFrame]:
+    rows, per_user = [], []
+    for m in models:
+        o = json.loads((m["dir"] / "overall.json").read_text(encoding="utf-8"))
+        rows.append({"model": m["name"], "role": m["role"], "users": o["n_users"],
+                     "acc@140 (%)": 100 * o["avg_accuracy"], "mean L2": o["avg_mean_l2"],
+                     "median L2": o["avg_median_l2"],
+                     "corrected acc (%)": 100 * o["corrected_avg_accuracy"],
+                     "corrected mean L2": o["corrected_avg_mean_l2"],
+                     "corrected median L2": o["corrected_avg_median_l2"],
+                     "parse fail (%)": 100 * o["avg_parse_fail_rate"],
+                     "element hit (%)": 100 * o["avg_element_hit_rate"]})
+        for s in sorted(m["dir"].glob("user_*_summary.json")):
+            u = json.loads(s.read_text(encoding="utf-8"))
+            per_user.append({"model": m["name"], "role": m["role"], "user": u["user_id"], "folds": u["n_folds"],
+                             "acc@140 (%)": 100 * u["avg_accuracy"], "acc std": 100 * u["std_accuracy"],
+                             "mean L2": u["avg_mean_l2"], "median L2": u["avg_median_l2"],
+                             "corrected acc (%)": 100 * u["corrected_avg_accuracy"],
+                             "parse fail (%)": 100 * u["avg_parse_fail_rate"]})
+    return pd.DataFrame(rows), pd.DataFrame(per_user)
+
+
+def ordering(overall: pd.DataFrame, per_user: pd.DataFrame) -> dict:
+    """Does the run show PIGG's ordering (Global > Vanilla, Personalized > Global)?"""
+    best = {r: overall[overall.role == r].iloc[0] for r in ("vanilla", "global", "personalized")
+            if (overall.role == r).any()}
+    out = {}
+    for lo, hi in (("vanilla", "global"), ("global", "personalized")):
+        if lo in best and hi in best:
+            a, b = best[lo], best[hi]
+            out[f"{hi}>{lo}"] = {"acc": bool(b["acc@140 (%)"] > a["acc@140 (%)"]),
+                                 "median_l2": bool(b["median L2"] < a["median L2"])}
+            pu = per_user.pivot_table(index="user", columns="model", values="median L2")
+            if a["model"] in pu and b["model"] in pu:
+                out[f"{hi}>{lo}"]["users_better_median_l2"] = int((pu[b["model"]] < pu[a["model"]]).sum())
+                out[f"{hi}>{lo}"]["users"] = int(pu[[a["model"], b["model"]]].dropna().shape[0])
+    return out
+
+
+def plots(models: list[dict], per_user: pd.DataFrame, out: Path) -> list[Path]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    paths = []
+    if not per_user.empty:
+        pv = per_user.pivot_table(index="user", columns="model", values="acc@140 (%)")
+        pv = pv[[m["name"] for m in models if m["name"] in pv.columns]]
+        ax = pv.plot.bar(figsize=(max(6, 1.2 * len(pv)), 4), rot=0)
+        ax.set_ylabel("click accuracy @140 (%)")
+        ax.set_title("Per-user click accuracy (PIGG-compatible)")
+        ax.legend(fontsize=8)
+        plt.tight_layout()
+        paths.append(out / "per_user_accuracy.png")
+        plt.savefig(paths[-1], dpi=120)
+        plt.close()
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for m in models:
+        d = sorted(l2(r["pred"], r["gt"]) if r["pred"] is not None else MAX_L2 for r in records(m))
+        if d:
+            ax.plot(d, [(i + 1) / len(d) for i in range(len(d))], label=m["name"])
+    ax.axvline(140, color="gray", ls="--", lw=1)
+    ax.set_xlabel("L2 distance on the 0-1000 grid (parse failure = %.0f)" % MAX_L2)
+    ax.set_ylabel("share of samples ≤ x")
+    ax.set_xlim(0, 1000)
+    ax.set_title("CDF of click error (corrected parser)")
+    ax.legend(fontsize=8)
+    plt.tight_layout()
+    paths.append(out / "l2_cdf.png")
+    plt.savefig(paths[-1], dpi=120)
+    plt.close()
+    return paths
+
+
+def _md(df: pd.DataFrame) -> str:
+    if df.empty:
+        return "(none)\n"
+    cols = list(df.columns)
+    fmt = lambda v: f"{v:.2f}" if isinstance(v, float) and not math.isnan(v) else ("–" if isinstance(v, float) else str(v))
+    lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+    lines += ["| " + " | ".join(fmt(v) for v in row) + " |" for row in df.itertuples(index=False)]
+    return "\n".join(lines) + "\n"
+
+
+def report(cfg: dict) -> dict:
+    models = find_models(cfg)
+    out = run_dir(cfg, "report")
+    out.mkdir(parents=True, exist_ok=True)
+    if not models:
+        raise FileNotFoundError(f"{run_dir(cfg)}: no finished stage (no overall.json) to report")
+    overall, per_user = tables(models)
+    overall.to_csv(out / "overall.csv", index=False)
+    per_user.to_csv(out / "per_user.csv", index=False)
+    pngs = plots(models, per_user, out)
+    order = ordering(overall, per_user)
+    md = [f"# PIGG report: {cfg['name']}\n", f"Experiment: `{cfg['config_path']}`  \n"
+          f"Test users: {cfg['users']['test']}; folds: {cfg['folds']['mode']} K={cfg['folds']['k']} "
+          f"seed {cfg['folds']['seed']}; δ = {cfg['eval']['delta']} on the 0-1000 grid.\n",
+          "## Overall (unweighted mean over users)\n",
+          "PIGG-compatible: PIGG's parser, an unparseable answer scored as (0, 0). Corrected: a parse "
+          f"failure is a miss at distance {MAX_L2:.0f}.\n", _md(overall.drop(columns=["role"]))]
+    if cfg["users"]["test"] == list(range(1, 11)):
+        pub = pd.DataFrame([{"model": k, "acc@140 (%)": v["acc"], "mean L2": v["mean_l2"],
+                             "median L2": v["median_l2"]} for k, v in PIGG_PUBLISHED.items()])
+        md += ["\n### PIGG's published numbers (users 1-10)\n", _md(pub)]
+    md += ["\n## Per user\n", _md(per_user.drop(columns=["role"]))]
+    md += ["\n## Ordering (PIGG found Global > Vanilla and Global+Personalized > Global)\n",
+           "```\n" + json.dumps(order, indent=1) + "\n```\n"]
+    md += ["\n## Plots\n"] + [f"![{p.stem}]({p.name})\n" for p in pngs]
+    (out / "report.md").write_text("\n".join(md), encoding="utf-8")
+    return {"dir": str(out), "overall": overall, "per_user": per_user, "ordering": order}
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(prog="python -m eval.report", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_config_args(p)
+    a = p.parse_args(argv)
+    try:
+        r = report(load_experiment(a.config, a.overrides))
+    except FileNotFoundError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    cols = ["model", "acc@140 (%)", "mean L2", "median L2", "corrected acc (%)", "parse fail (%)"]
+    print(r["overall"][cols].to_string(index=False, float_format=lambda v: f"{v:.2f}"))
+    print(f"\nordering: {json.dumps(r['ordering'])}")
+    print(f"full report: {r['dir']}/report.md")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

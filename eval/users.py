@@ -1,0 +1,101 @@
+"""Evaluate one model on every test user's samples: the vanilla and checkpoint eval stages.
+
+Usage: python -m eval.users --config EXP --model PATH [--adapters CKPT] [--name NAME]
+                            [--users 1 2 3] [--devices 0,1] [--batch-size N]
+
+Writes runs/<exp>/eval/<name>/user_U/{predictions.jsonl, out.json, metrics.json, results.txt},
+user_U_summary.json and overall.json (unweighted mean over users, as PIGG reports). The model is
+loaded once for all users. ``--name`` defaults to ``vanilla`` for the experiment's base model,
+else to the run folder's name (runs/<exp>/global_full/checkpoint-N -> global_full).
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from data_prep.config import ConfigError, add_config_args, load_experiment, run_dir
+from data_prep.export import swift_paths
+from data_prep.io import read_json, write_json
+
+from . import run as eval_run
+from .metrics import overall, summarize_folds
+
+
+def resolve_checkpoint(path: Path) -> Path:
+    """A run folder with a DONE/TRAINED marker stands for its final checkpoint."""
+    for marker in ("DONE", "TRAINED"):
+        if (path / marker).exists():
+            import yaml
+
+            return Path(yaml.safe_load((path / marker).read_text(encoding="utf-8"))["checkpoint"])
+    return path.resolve()
+
+
+def default_name(cfg: dict, model: str, adapters: list[str]) -> str:
+    target = Path(adapters[-1] if adapters else model).resolve()
+    if not adapters and target == Path(cfg["paths"]["model"]).resolve():
+        return "vanilla"
+    return target.parent.name if target.name.startswith("checkpoint-") else target.name
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(prog="python -m eval.users", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_config_args(p)
+    p.add_argument("--model", help="default: the experiment's base model (paths.model)")
+    p.add_argument("--checkpoint", help="a trained checkpoint, or its run folder (runs/<exp>/global_full)")
+    p.add_argument("--lora", action="store_true", help="--checkpoint is a LoRA adapter on --model")
+    p.add_argument("--adapters", action="append", default=[])
+    p.add_argument("--name")
+    p.add_argument("--users", type=int, nargs="+")
+    p.add_argument("--devices", default="cpu")
+    p.add_argument("--batch-size", type=int)
+    p.add_argument("--max-new-tokens", type=int)
+    a = p.parse_args(argv)
+    try:
+        cfg = load_experiment(a.config, a.overrides)
+    except ConfigError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    model = a.model or cfg["paths"]["model"]
+    if a.checkpoint:
+        ckpt = resolve_checkpoint(Path(a.checkpoint))
+        if a.lora:
+            a.adapters.append(str(ckpt))
+        else:
+            model = str(ckpt)
+    if not Path(model, "config.json").exists():
+        print(f"error: {model} is not a model folder (no config.json)", file=sys.stderr)
+        return 2
+    name = a.name or default_name(cfg, model, a.adapters)
+    users = a.users or cfg["users"]["test"]
+    base = run_dir(cfg, "eval", name)
+    data = [str(swift_paths(cfg, u)["all"]) for u in users]
+    outs = [str(base / f"user_{u}") for u in users]
+    ns = eval_run.parser().parse_args(
+        ["--config", a.config, "--model", model, "--devices", a.devices]
+        + [x for ov in a.overrides for x in ("--set", ov)]
+        + [x for ad in a.adapters for x in ("--adapters", ad)]
+        + [x for d, o in zip(data, outs) for x in ("--data", d, "--out", o)]
+        + (["--batch-size", str(a.batch_size)] if a.batch_size else [])
+        + (["--max-new-tokens", str(a.max_new_tokens)] if a.max_new_tokens else []))
+    try:
+        eval_run.run(ns)
+    except (FileNotFoundError, ValueError, RuntimeError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    sums = []
+    for u, o in zip(users, outs):
+        s = summarize_folds([read_json(Path(o) / "metrics.json")], u)
+        write_json(base / f"user_{u}_summary.json", s)
+        sums.append(s)
+    o = overall(sums)
+    write_json(base / "overall.json", {"model": model, "adapters": a.adapters, **o})
+    print(f"[eval] {name}: acc {o['avg_accuracy']:.4f}  mean L2 {o['avg_mean_l2']:.1f}  "
+          f"median L2 {o['avg_median_l2']:.1f}  -> {base}/overall.json")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

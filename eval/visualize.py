@@ -1,0 +1,93 @@
+"""Draw predictions on screenshots: GT (blue), prediction (red), and the region that is scored.
+
+Usage: python -m eval.visualize --config EXP [--run eval/vanilla | person_lora] [--user 1]
+                                [--samples 0 1 2 | --all | --max 8]
+
+The δ region is drawn as what the metric accepts: distance ≤ δ on the 0-1000 grid is an ellipse
+of δ/1000 of the width by δ/1000 of the height around the GT point (PIGG drew a circle, which
+does not match its own metric). Green if the prediction is a hit, red if not. Output:
+runs/<exp>/visualizations/<run>/user<U>_<n>.png.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from PIL import Image, ImageDraw
+
+from data_prep.config import add_config_args, load_experiment, run_dir
+from data_prep.schema import from_grid
+
+from .metrics import is_hit, l2
+
+
+def draw(rec: dict, delta: float, out: Path) -> Path:
+    with Image.open(rec["image"]) as im:
+        im = im.convert("RGB")
+    w, h = im.size
+    overlay = Image.new("RGBA", im.size, (0, 0, 0, 0))
+    d = ImageDraw.Draw(overlay)
+    gx, gy = from_grid(rec["gt"][0], w), from_grid(rec["gt"][1], h)
+    hit = rec["pred"] is not None and is_hit(l2(rec["pred"], rec["gt"]), delta)
+    rx, ry = delta / 1000 * w, delta / 1000 * h
+    d.ellipse((gx - rx, gy - ry, gx + rx, gy + ry), fill=(0, 200, 0, 70) if hit else (220, 0, 0, 70),
+              outline=(0, 160, 0, 255) if hit else (200, 0, 0, 255), width=max(1, w // 300))
+    r = max(3, w // 60)
+    d.ellipse((gx - r, gy - r, gx + r, gy + r), fill=(30, 90, 255, 255))
+    if rec["pred"] is not None:
+        px, py = from_grid(rec["pred"][0], w), from_grid(rec["pred"][1], h)
+        d.ellipse((px - r, py - r, px + r, py + r), fill=(230, 20, 20, 255))
+    im = Image.alpha_composite(im.convert("RGBA"), overlay).convert("RGB")
+    label = f"GT {rec['gt']} pred {rec['pred']} {'HIT' if hit else 'MISS'}"
+    ImageDraw.Draw(im).text((4, 4), label, fill=(0, 0, 0))
+    out.parent.mkdir(parents=True, exist_ok=True)
+    im.save(out)
+    return out
+
+
+def load_records(cfg: dict, run: str, user: int) -> list[dict]:
+    base = run_dir(cfg, *run.split("/"))
+    files = [base / f"user_{user}" / "out.json"] if (base / f"user_{user}" / "out.json").exists() \
+        else sorted((base / f"user_{user}").glob("fold_*/eval/out.json"))
+    if not files:
+        raise FileNotFoundError(f"{base}/user_{user}: no out.json (run that stage first)")
+    recs = []
+    for f in files:
+        recs += json.loads(f.read_text(encoding="utf-8"))
+    return recs
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(prog="python -m eval.visualize", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_config_args(p)
+    p.add_argument("--run", default="eval/vanilla", help="eval/<name> or person_lora (under runs/<exp>/)")
+    p.add_argument("--user", type=int, nargs="+", help="default: all test users")
+    g = p.add_mutually_exclusive_group()
+    g.add_argument("--samples", type=int, nargs="+", help="indices into the user's records")
+    g.add_argument("--all", action="store_true")
+    p.add_argument("--max", type=int, default=4, help="first N samples per user (default 4)")
+    a = p.parse_args(argv)
+    cfg = load_experiment(a.config, a.overrides)
+    written = []
+    try:
+        for u in a.user or cfg["users"]["test"]:
+            recs = load_records(cfg, a.run, u)
+            idx = range(len(recs)) if a.all else a.samples if a.samples else range(min(a.max, len(recs)))
+            for i in idx:
+                if not 0 <= i < len(recs):
+                    print(f"error: user {u} has {len(recs)} samples; no index {i}", file=sys.stderr)
+                    return 2
+                out = run_dir(cfg, "visualizations", a.run.replace("/", "_"), f"user{u}_{i}.png")
+                written.append(draw(recs[i], cfg["eval"]["delta"], out))
+    except FileNotFoundError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    print(f"wrote {len(written)} images under {run_dir(cfg, 'visualizations')}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

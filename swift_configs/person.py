@@ -1,0 +1,182 @@
+"""Personalized K-fold: per test user and fold, train on the other folds, evaluate the hold-out.
+
+Usage: python -m swift_configs.person --config EXP --gpus 0,1 [--lora|--full] [--users 1 2 3]
+                                      [--fold F] [--workers N] [--fresh] [key=value ...]
+
+Each fold: render runs/<exp>/person_lora/user_U/fold_F/swift.yaml (base = the global full
+checkpoint, PIGG's design; train.person_base changes it), `swift sft`, then `python -m eval.run`
+on the hold-out fold into fold_F/eval/ (out.json, results.txt, metrics.json), then DONE. Folds
+are a queue served by one worker per GPU (`--workers N` CPU processes on a CPU box). A re-run
+skips DONE folds, resumes a killed fold from its last checkpoint and a killed eval from its
+predictions. When all folds of a user are DONE, user_U_summary.json (mean/std over folds) is
+written; at the end overall.json (unweighted mean over users).
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import queue
+import shutil
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import yaml
+
+from data_prep.config import ROOT, ConfigError, add_config_args, load_experiment, run_dir
+from data_prep.export import swift_paths
+from data_prep.io import atomic_open, read_json, write_json
+from eval.metrics import overall, summarize_folds
+
+from .generate import gpu_list, render
+from .train import TrainError, execute, prepare, trained_checkpoint
+
+
+def eval_command(cfg_path: str, overrides: list[str], model: str, adapters: list[str], data: Path, out: Path,
+                 device: str) -> list[str]:
+    cmd = [sys.executable, "-m", "eval.run", "--config", cfg_path, "--model", model, "--data", str(data),
+           "--out", str(out), "--devices", device]
+    for ov in overrides:
+        cmd += ["--set", ov]
+    for a in adapters:
+        cmd += ["--adapters", a]
+    return cmd
+
+
+def run_fold(cfg: dict, a, user: int, fold: int, device: str, env: dict) -> dict:
+    run = render(cfg, "person", user=user, fold=fold, gpus=device, overrides=a.swift_overrides)
+    d = run.run_dir
+    if (d / "DONE").exists():
+        return read_json(d / "eval" / "metrics.json")
+    todo = prepare(run)
+    if todo is not None:
+        print(f"[person] user {user} fold {fold}: training on {device} "
+              f"({'resuming ' + Path(todo.args['resume_from_checkpoint']).name if 'resume_from_checkpoint' in todo.args else 'fresh'})",
+              flush=True)
+        execute(todo, extra_env=env, echo=False)
+    ckpt = trained_checkpoint(d)
+    lora = run.args.get("tuner_type") == "lora"
+    model, adapters = (run.args["model"], [str(ckpt)]) if lora else (str(ckpt), [])
+    test = swift_paths(cfg, user, fold)["test"]
+    cmd = eval_command(cfg["config_path"], a.overrides, model, adapters, test, d / "eval", device)
+    print(f"[person] user {user} fold {fold}: evaluating {test.name} on {device}", flush=True)
+    penv = {**os.environ, **env, "HF_HUB_OFFLINE": "1", "MODELSCOPE_OFFLINE": "1",
+            "CUDA_VISIBLE_DEVICES": "" if device == "cpu" else device,
+            "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
+    with open(d / "eval.log", "a", encoding="utf-8") as f:
+        rc = subprocess.run(cmd, env=penv, stdout=f, stderr=subprocess.STDOUT, cwd=ROOT).returncode
+    if rc != 0:
+        tail = (d / "eval.log").read_text(encoding="utf-8", errors="replace").splitlines()[-15:]
+        raise TrainError(f"eval failed (exit {rc}) for user {user} fold {fold}; see {d / 'eval.log'}:\n" + "\n".join(tail))
+    m = read_json(d / "eval" / "metrics.json")
+    with atomic_open(d / "DONE") as f:
+        f.write(yaml.safe_dump({"checkpoint": str(ckpt), "accuracy": m["pigg"]["accuracy"],
+                                "median_l2": m["pigg"]["median_l2"]}))
+    return m
+
+
+def write_summaries(cfg: dict, template: str, users: list[int]) -> dict | None:
+    """user_U_summary.json for every user whose K folds are DONE; overall.json when all are."""
+    base = run_dir(cfg, template)
+    k = cfg["folds"]["k"]
+    sums = []
+    for u in users:
+        folds = [base / f"user_{u}" / f"fold_{f}" for f in range(k)]
+        if all((f / "DONE").exists() for f in folds):
+            s = summarize_folds([read_json(f / "eval" / "metrics.json") for f in folds], u)
+            write_json(base / f"user_{u}_summary.json", s)
+            sums.append(s)
+    if len(sums) == len(users) and sums:
+        o = overall(sums)
+        write_json(base / "overall.json", o)
+        return o
+    return None
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(prog="python -m swift_configs.person", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_config_args(p)
+    p.add_argument("--gpus", default="cpu")
+    g = p.add_mutually_exclusive_group()
+    g.add_argument("--lora", action="store_true", help="personalized LoRA (template person_lora, default)")
+    g.add_argument("--full", action="store_true", help="personalized full fine-tuning (template person_full)")
+    p.add_argument("--users", type=int, nargs="+", help="test users (default: all of the experiment's)")
+    p.add_argument("--fold", type=int, nargs="+", help="only these folds (default: all K)")
+    p.add_argument("--workers", type=int, default=None, help="parallel folds (default: one per GPU; 1 on CPU)")
+    p.add_argument("--fresh", action="store_true", help="delete the selected folds' folders first")
+    p.add_argument("--dry-run", action="store_true", help="print each fold's command; run nothing")
+    p.add_argument("swift_overrides", nargs="*", metavar="key=value")
+    a = p.parse_args(argv)
+    if a.full:
+        a.overrides.append("train.person_template=person_full")
+    if a.lora:
+        a.overrides.append("train.person_template=person_lora")
+    try:
+        cfg = load_experiment(a.config, a.overrides)
+        users = a.users or cfg["users"]["test"]
+        folds = a.fold if a.fold is not None else list(range(cfg["folds"]["k"]))
+        gl = gpu_list(a.gpus)
+        slots = gl or ["cpu"] * (a.workers or 1)
+        if gl and a.workers:
+            slots = [gl[i % len(gl)] for i in range(a.workers)]
+        # fail fast: render every fold (validates config, data, base checkpoint) before any training
+        runs = {(u, f): render(cfg, "person", user=u, fold=f, gpus=slots[0], overrides=a.swift_overrides)
+                for u in users for f in folds}
+    except ConfigError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    template = cfg["train"]["person_template"]
+    if a.dry_run:
+        for (u, f), r in runs.items():
+            print(f"# user {u} fold {f}\n{r.shell()}")
+        return 0
+    if a.fresh:
+        for r in runs.values():
+            shutil.rmtree(r.run_dir, ignore_errors=True)
+    jobs: queue.Queue = queue.Queue()
+    pending = [(u, f) for u in users for f in folds if not (runs[(u, f)].run_dir / "DONE").exists()]
+    for j in pending:
+        jobs.put(j)
+    print(f"[person] {len(runs) - len(pending)} folds already done, {len(pending)} to run on {slots}", flush=True)
+    failures, lock, t0 = [], threading.Lock(), time.time()
+    threads_per = max(1, (os.cpu_count() or 1) // len(slots)) if not gl else None
+
+    def worker(device: str):
+        env = {"OMP_NUM_THREADS": str(threads_per)} if threads_per else {}
+        while True:
+            try:
+                u, f = jobs.get_nowait()
+            except queue.Empty:
+                return
+            try:
+                m = run_fold(cfg, a, u, f, device, env)
+                print(f"[person] user {u} fold {f}: acc {m['pigg']['accuracy']:.4f}  median L2 "
+                      f"{m['pigg']['median_l2']:.1f}  ({time.time() - t0:.0f}s)", flush=True)
+                with lock:
+                    write_summaries(cfg, template, users)
+            except (TrainError, ConfigError, OSError) as e:
+                with lock:
+                    failures.append((u, f, str(e)))
+                print(f"[person] user {u} fold {f} FAILED: {e}", file=sys.stderr, flush=True)
+
+    threads = [threading.Thread(target=worker, args=(dev,), daemon=True) for dev in slots]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    o = write_summaries(cfg, template, users)
+    if failures:
+        print(f"[person] {len(failures)} folds failed: {[(u, f) for u, f, _ in failures]}; re-run to resume",
+              file=sys.stderr)
+        return 1
+    if o:
+        print(f"[person] overall over {o['n_users']} users: acc {o['avg_accuracy']:.4f}  mean L2 "
+              f"{o['avg_mean_l2']:.1f}  median L2 {o['avg_median_l2']:.1f}  -> {run_dir(cfg, template)}/overall.json")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,190 @@
+"""Run one `swift sft` run resumably, with a manifest; the global fine-tuning stage's entry point.
+
+Usage: python -m swift_configs.train --config EXP --gpus 0,1 [--lora|--full] [--fresh] [key=value ...]
+
+A run folder (runs/<exp>/<template>/...) holds: swift.yaml (the concrete config), manifest.json
+(command, git commit, package versions, dataset hashes), train.log, swift's checkpoints, then
+TRAINED (training finished; names the final checkpoint) and, for the global stage, DONE. A re-run
+skips a finished run, resumes an interrupted one from its newest complete checkpoint
+(resume_from_checkpoint), and refuses a folder made from other data unless --fresh.
+"""
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from importlib import metadata
+from pathlib import Path
+
+import yaml
+
+from data_prep.config import ROOT, ConfigError, add_config_args, load_experiment
+from data_prep.io import atomic_open, write_json
+
+from .generate import Run, render
+
+PACKAGES = ("torch", "torchvision", "transformers", "ms-swift", "peft", "qwen-vl-utils", "deepspeed", "flash-attn")
+
+
+class TrainError(RuntimeError):
+    pass
+
+
+def sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def git_commit() -> str:
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True, timeout=10)
+        dirty = subprocess.run(["git", "status", "--porcelain"], cwd=ROOT, capture_output=True, text=True, timeout=10)
+        return out.stdout.strip() + ("-dirty" if dirty.stdout.strip() else "") if out.returncode == 0 else "unknown"
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+def versions() -> dict:
+    out = {}
+    for p in PACKAGES:
+        try:
+            out[p] = metadata.version(p)
+        except metadata.PackageNotFoundError:
+            pass
+    return out
+
+
+def checkpoint_complete(ckpt: Path) -> bool:
+    """HF's Trainer writes trainer_state.json after the weights and optimizer: its presence marks a whole one."""
+    return (ckpt / "trainer_state.json").exists() and any(
+        (ckpt / f).exists() for f in ("adapter_model.safetensors", "model.safetensors", "model.safetensors.index.json"))
+
+
+def latest_checkpoint(run_dir: Path) -> Path | None:
+    cks = [c for c in run_dir.glob("checkpoint-*") if c.is_dir() and c.name.split("-")[-1].isdigit()
+           and checkpoint_complete(c)]
+    return max(cks, key=lambda c: int(c.name.split("-")[-1]), default=None)
+
+
+def data_hashes(run: Run) -> dict:
+    out = {}
+    for ds in run.args["dataset"]:
+        p = Path(ds)
+        out[str(p)] = sha256(p)
+        ids = p.with_suffix(".ids")
+        if ids.exists():
+            out[str(ids)] = sha256(ids)
+    return out
+
+
+def prepare(run: Run, fresh: bool = False) -> Run | None:
+    """Decide fresh / resume / skip; returns the run to execute (with resume set) or None if trained."""
+    d = run.run_dir
+    if fresh and d.exists():
+        shutil.rmtree(d)
+    if (d / "TRAINED").exists():
+        return None
+    hashes = data_hashes(run)
+    man = d / "manifest.json"
+    if man.exists():
+        old = json.loads(man.read_text(encoding="utf-8")).get("data_hashes")
+        if old != hashes:
+            raise TrainError(f"{d}: made from other data than {list(hashes)} (the export changed since). "
+                             "Re-run with --fresh to start this run over, or use another experiment name")
+    ckpt = latest_checkpoint(d)
+    if ckpt is not None:
+        run.args["resume_from_checkpoint"] = str(ckpt)
+    d.mkdir(parents=True, exist_ok=True)
+    run.write()
+    write_json(man, {"stage": run.stage, "template": run.template, "command": run.shell(),
+                     "argv": run.command(), "git_commit": git_commit(), "versions": versions(),
+                     "data_hashes": hashes, "resumed_from": str(ckpt) if ckpt else None})
+    return run
+
+
+def final_checkpoint(run_dir: Path) -> Path:
+    log = run_dir / "logging.jsonl"
+    if log.exists():
+        for line in reversed(log.read_text(encoding="utf-8").splitlines()):
+            try:
+                rec = json.loads(line)
+            except json.JSONDecodeError:
+                continue
+            if rec.get("last_model_checkpoint"):
+                return Path(rec["last_model_checkpoint"])
+    ckpt = latest_checkpoint(run_dir)
+    if ckpt is None:
+        raise TrainError(f"{run_dir}: swift finished but left no complete checkpoint")
+    return ckpt
+
+
+def execute(run: Run, log_name: str = "train.log", extra_env: dict | None = None, echo: bool = True) -> Path:
+    """Run swift sft for a prepared run; on success write TRAINED and return the final checkpoint."""
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "MODELSCOPE_OFFLINE": "1", **run.proc_env, **(extra_env or {})}
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
+    log = run.run_dir / log_name
+    if echo:
+        print(f"[train] {run.shell()}\n[train] log: {log}", flush=True)
+    t0 = time.time()
+    with open(log, "a", encoding="utf-8") as f:
+        f.write(f"\n===== {time.strftime('%Y-%m-%d %H:%M:%S')} {' '.join(run.command())}\n")
+        f.flush()
+        rc = subprocess.run(run.command(), env=env, stdout=f, stderr=subprocess.STDOUT, cwd=run.run_dir).returncode
+    if rc != 0:
+        tail = log.read_text(encoding="utf-8", errors="replace").splitlines()[-15:]
+        raise TrainError(f"swift sft failed (exit {rc}) in {run.run_dir}; last lines of {log}:\n" + "\n".join(tail))
+    ckpt = final_checkpoint(run.run_dir)
+    with atomic_open(run.run_dir / "TRAINED") as f:
+        f.write(yaml.safe_dump({"checkpoint": str(ckpt), "seconds": round(time.time() - t0, 1)}))
+    return ckpt
+
+
+def trained_checkpoint(run_dir: Path) -> Path:
+    return Path(yaml.safe_load((run_dir / "TRAINED").read_text(encoding="utf-8"))["checkpoint"])
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(prog="python -m swift_configs.train", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_config_args(p)
+    p.add_argument("--gpus", default="cpu", help="cpu, 0 or 0,1,2,3")
+    g = p.add_mutually_exclusive_group()
+    g.add_argument("--lora", action="store_true", help="global LoRA (template global_lora)")
+    g.add_argument("--full", action="store_true", help="global full fine-tuning (template global_full)")
+    p.add_argument("--fresh", action="store_true", help="delete this run's folder and start over")
+    p.add_argument("--dry-run", action="store_true")
+    p.add_argument("swift_overrides", nargs="*", metavar="key=value")
+    a = p.parse_args(argv)
+    ov = list(a.overrides) + (["train.global_template=global_lora"] if a.lora else []) + \
+        (["train.global_template=global_full"] if a.full else [])
+    try:
+        cfg = load_experiment(a.config, ov)
+        run = render(cfg, "global", gpus=a.gpus, overrides=a.swift_overrides)
+        if a.dry_run:
+            print(run.dump())
+            print(run.shell())
+            return 0
+        todo = prepare(run, a.fresh)
+        if todo is None:
+            print(f"[train] {run.run_dir} already trained: {trained_checkpoint(run.run_dir)}")
+        else:
+            execute(todo)
+        with atomic_open(run.run_dir / "DONE") as f:
+            f.write(yaml.safe_dump({"checkpoint": str(trained_checkpoint(run.run_dir))}))
+        print(f"[train] done: {trained_checkpoint(run.run_dir)}")
+    except (ConfigError, TrainError, FileNotFoundError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
