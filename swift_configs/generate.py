@@ -44,7 +44,7 @@ class Run:
 
     @property
     def yaml_path(self) -> Path:
-        return self.run_dir / "swift.yaml"
+        return self.run_dir / "generated" / "swift.yaml"  # swift copies it into output_dir itself
 
     def command(self) -> list[str]:
         return [sys.executable, "-m", "swift.cli.main", "sft", str(self.yaml_path)]

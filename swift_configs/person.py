@@ -3,7 +3,7 @@
 Usage: python -m swift_configs.person --config EXP --gpus 0,1 [--lora|--full] [--users 1 2 3]
                                       [--fold F] [--workers N] [--fresh] [key=value ...]
 
-Each fold: render runs/<exp>/person_lora/user_U/fold_F/swift.yaml (base = the global full
+Each fold: render runs/<exp>/person_lora/user_U/fold_F/generated/swift.yaml (base = the global full
 checkpoint, PIGG's design; train.person_base changes it), `swift sft`, then `python -m eval.run`
 on the hold-out fold into fold_F/eval/ (out.json, results.txt, metrics.json), then DONE. Folds
 are a queue served by one worker per GPU (`--workers N` CPU processes on a CPU box). A re-run

@@ -2,7 +2,7 @@
 
 Usage: python -m swift_configs.train --config EXP --gpus 0,1 [--lora|--full] [--fresh] [key=value ...]
 
-A run folder (runs/<exp>/<template>/...) holds: swift.yaml (the concrete config), manifest.json
+A run folder (runs/<exp>/<template>/...) holds: generated/swift.yaml (the concrete config), manifest.json
 (command, git commit, package versions, dataset hashes), train.log, swift's checkpoints, then
 TRAINED (training finished; names the final checkpoint) and, for the global stage, DONE. A re-run
 skips a finished run, resumes an interrupted one from its newest complete checkpoint

@@ -1,0 +1,70 @@
+"""Shared fixtures: a small synthetic FingerTip tree, its build/export, the tiny Qwen3-VL, a config."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parent.parent
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("MODELSCOPE_OFFLINE", "1")
+
+
+def write_experiment(tmp: Path, name: str = "t", **changes) -> Path:
+    """An experiment YAML (base: the demo) under tmp with the given nested changes."""
+    cfg = {"base": str(ROOT / "swift_configs/experiments/demo.yaml"), "name": name,
+           "paths": {"raw": str(tmp / "raw"), "data": str(tmp / "data"), "runs": str(tmp / "runs"),
+                     "model": str(tmp / "model")}}
+    for key, val in changes.items():
+        cur = cfg
+        parts = key.split("__")
+        for p in parts[:-1]:
+            cur = cur.setdefault(p, {})
+        cur[parts[-1]] = val
+    path = tmp / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(cfg, allow_unicode=True), encoding="utf-8")
+    return path
+
+
+def run_cli(*args, env=None, check=True, timeout=900) -> subprocess.CompletedProcess:
+    e = {**os.environ, "PYTHONPATH": str(ROOT), **(env or {})}
+    p = subprocess.run([sys.executable, *args], cwd=ROOT, env=e, capture_output=True, text=True, timeout=timeout)
+    if check and p.returncode != 0:
+        raise AssertionError(f"{args} failed ({p.returncode}):\n{p.stdout[-3000:]}\n{p.stderr[-3000:]}")
+    return p
+
+
+@pytest.fixture(scope="session")
+def synth_raw(tmp_path_factory) -> Path:
+    from data_prep.synth import synth
+
+    raw = tmp_path_factory.mktemp("ft") / "raw"
+    synth(raw, users=6, episodes=12, seed=1, test_users=2, test_episodes=18)
+    return raw
+
+
+@pytest.fixture(scope="session")
+def exp(tmp_path_factory, synth_raw) -> dict:
+    """A built and exported small experiment: test users 1-2, global 3-6."""
+    from data_prep.config import load_experiment
+    from data_prep.export import export
+    from data_prep.fingertip import build
+
+    tmp = tmp_path_factory.mktemp("exp")
+    path = write_experiment(tmp, users__test="1-2", users__global="3-6")
+    cfg = load_experiment(path)
+    cfg["paths"]["raw"] = str(synth_raw)
+    report = build(synth_raw, cfg["paths"]["data"], progress=False)
+    export(cfg)
+    return {"cfg": cfg, "path": path, "tmp": tmp, "report": report}
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("tiny") / "tiny-qwen3-vl"
+    run_cli("scripts/build_tiny_model.py", "--out", str(out))
+    return out

@@ -1,0 +1,144 @@
+"""data_prep: action parsing, FingerTip reading (both layouts, every skip reason), determinism,
+validate, import-pigg, config errors, and no heavy imports."""
+from __future__ import annotations
+
+import json
+import pickle
+import shutil
+
+import pytest
+
+from conftest import ROOT, run_cli, write_experiment
+from data_prep.actions import ActionError, parse_action
+from data_prep.config import ConfigError, load_experiment, parse_users
+from data_prep.fingertip import SKIP_REASONS, BuildError, build, load_samples
+from data_prep.schema import answer_text, prompt_text, to_grid
+
+
+@pytest.mark.parametrize("text,name,point,content", [
+    ("click(coordinates=(336, 1267), content='蓝色加号按钮')", "click", (336, 1267), "蓝色加号按钮"),
+    ("click(coordinates=(1, 2), content='a, (b), \"c\"')", "click", (1, 2), 'a, (b), "c"'),
+    ("click(coordinates=(1, 2), content=\"it's (here), ok\")", "click", (1, 2), "it's (here), ok"),
+    ("long_click(coordinates=(10, 20), content='按住 (长按)')", "long_click", (10, 20), "按住 (长按)"),
+    ("click(coordinates=(5, 6), content='it's broken, (quote)')", "click", (5, 6), "it's broken, (quote)"),
+    ("click(coordinates=(5.5, 6), content='')", "click", (5.5, 6), ""),
+])
+def test_parse_click_hard_content(text, name, point, content):
+    a = parse_action(text)
+    assert (a.name, a.point, a.args["content"]) == (name, point, content)
+
+
+@pytest.mark.parametrize("text,args", [
+    ("type(text='hello, (world)')", {"text": "hello, (world)"}),
+    ("scroll(coordinates=(540, 1200), direction='up')", {"coordinates": (540, 1200), "direction": "up"}),
+    ("press_back()", {}), ("press_home()", {}), ("press_recent()", {}), ("wait()", {}), ("finished()", {}),
+])
+def test_parse_other_actions(text, args):
+    assert parse_action(text).args == args
+
+
+@pytest.mark.parametrize("text,reason", [
+    ("double_tap(coordinates=(1, 2))", "unknown_action_type"),
+    ("click(coordinates=(1, 2, 3), content='x')", "unparseable_action"),
+    ("click(content='no point')", "unparseable_action"),
+    ("scroll(coordinates=(1, 2), direction='sideways')", "unparseable_action"),
+    ("not a call", "unparseable_action"),
+    ("click(coordinates=(1, 2)", "unparseable_action"),
+])
+def test_parse_errors_have_reasons(text, reason):
+    with pytest.raises(ActionError) as e:
+        parse_action(text)
+    assert e.value.reason == reason
+
+
+def test_build_reads_both_layouts_and_counts_every_skip_reason(exp, synth_raw):
+    rep = exp["report"]
+    assert (synth_raw / "5" / "5").is_dir()  # user index 4 (raw 5) is nested
+    users = json.loads((exp["tmp"] / "data" / "users.json").read_text())
+    assert users == {"1": "1", "2": "3", "3": "4", "4": "5", "5": "6", "6": "9"}
+    assert rep["samples_per_user"]["4"] > 0  # the nested user was read
+    planted = {"malformed_json_line", "unparseable_action", "unknown_action_type", "missing_screenshot",
+               "unreadable_screenshot", "click_outside_image", "missing_survey", "empty_intent"}
+    assert {k: v for k, v in rep["skipped"].items()} == {k: 1 for k in planted}
+    assert set(rep["skip_examples"]) == planted and set(rep["skipped"]) <= set(SKIP_REASONS)
+    assert rep["actions"]["click"] >= rep["samples"] and rep["actions"]["finished"] > 0
+    s = load_samples(exp["tmp"] / "data", [1])[1][0]
+    assert (s.x, s.y) == (to_grid(s.x_px, s.width), to_grid(s.y_px, s.height)) and s.image.startswith("/")
+
+
+def test_build_is_byte_identical_and_never_writes_raw(tmp_path, synth_raw):
+    before = sorted(p.relative_to(synth_raw) for p in synth_raw.rglob("*"))
+    build(synth_raw, tmp_path / "a", progress=False)
+    build(synth_raw, tmp_path / "b", progress=False, workers=1)
+    for f in sorted((tmp_path / "a").rglob("*.json*")):
+        assert f.read_bytes() == (tmp_path / "b" / f.relative_to(tmp_path / "a")).read_bytes(), f
+    assert sorted(p.relative_to(synth_raw) for p in synth_raw.rglob("*")) == before
+
+
+def test_long_click_option(tmp_path, synth_raw):
+    rep = build(synth_raw, tmp_path / "lc", actions=("click", "long_click"), progress=False)
+    assert rep["samples"] > build(synth_raw, tmp_path / "c", progress=False)["samples"]
+
+
+def test_not_a_fingertip_tree(tmp_path):
+    (tmp_path / "raw" / "photos").mkdir(parents=True)
+    with pytest.raises(BuildError, match="not a FingerTip-20K tree"):
+        build(tmp_path / "raw", tmp_path / "out", progress=False)
+    with pytest.raises(BuildError, match="never written"):
+        build(tmp_path / "raw", tmp_path / "raw" / "out", progress=False)
+
+
+def test_validate_finds_a_corrupted_sample(tmp_path, exp):
+    data = tmp_path / "data"
+    shutil.copytree(exp["tmp"] / "data", data)
+    assert run_cli("-m", "data_prep", "validate", "--data", str(data), "--config", str(exp["path"])).returncode == 0
+    f = data / "samples" / "user_1.jsonl"
+    rows = [json.loads(x) for x in f.read_text().splitlines()]
+    rows[0]["x"] += 7
+    f.write_text("\n".join(json.dumps(r, ensure_ascii=False) for r in rows) + "\n")
+    p = run_cli("-m", "data_prep", "validate", "--data", str(data), "--config", str(exp["path"]), check=False)
+    rep = json.loads(p.stdout)
+    assert p.returncode == 1 and rep["errors"] == {"grid_mismatch": 1, "export_answer_mismatch": 4}
+
+
+def test_import_pigg_round_trip(tmp_path, exp):
+    """PIGG's pickled chat samples (system turn + image part + two-block answer) -> same samples."""
+    orig = load_samples(exp["tmp"] / "data", [1])[1]
+    pkl = [{"messages": [
+        {"role": "system", "content": [{"type": "text", "text": "You are a GUI agent."}]},
+        {"role": "user", "content": [{"type": "image", "image": "file://" + s.image},
+                                     {"type": "text", "text": prompt_text(s.instruction)}]},
+        {"role": "assistant", "content": [{"type": "text", "text": answer_text(s.content, s.x, s.y)}]}]}
+        for s in orig] + [[{"role": "user", "content": "no image"}]]
+    (tmp_path / "pkl").mkdir()
+    with open(tmp_path / "pkl" / "user_1.pkl", "wb") as f:
+        pickle.dump(pkl, f)
+    p = run_cli("-m", "data_prep", "import-pigg", "--pkl-dir", str(tmp_path / "pkl"), "--out", str(tmp_path / "d"))
+    rep = json.loads(p.stdout)
+    assert rep["samples"] == len(orig) and rep["skipped"] == {"no_image": 1}
+    got = load_samples(tmp_path / "d", [1])[1]
+    key = lambda s: (s.image, s.instruction, s.content, s.x, s.y, s.width, s.height, s.episode, s.raw_user)
+    assert [key(s) for s in got] == [key(s) for s in orig]
+    assert all((to_grid(s.x_px, s.width), to_grid(s.y_px, s.height)) == (s.x, s.y) for s in got)
+
+
+def test_config_errors_name_file_and_key(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("base: " + str(ROOT / "swift_configs/experiments/demo.yaml") + "\nfolds:\n  kk: 3\n")
+    with pytest.raises(ConfigError, match=r"bad.yaml: unknown key 'folds.kk'"):
+        load_experiment(bad)
+    bad.write_text("base: " + str(ROOT / "swift_configs/experiments/demo.yaml") + "\nfolds:\n  k: three\n")
+    with pytest.raises(ConfigError, match=r"'folds.k' must be int"):
+        load_experiment(bad)
+    with pytest.raises(ConfigError, match="both test and global"):
+        load_experiment(write_experiment(tmp_path, users__test="1-3", users__global="3-5"))
+    assert load_experiment(None, ["folds.k=5"])["folds"]["k"] == 5
+    assert parse_users("1-3,5") == [1, 2, 3, 5] and parse_users([11, "12-13"]) == [11, 12, 13]
+
+
+def test_data_prep_imports_no_torch():
+    code = ("import sys, data_prep.__main__, data_prep.fingertip, data_prep.export, data_prep.validate, "
+            "data_prep.synth, data_prep.import_pigg, eval.parse, eval.metrics; "
+            "bad = [m for m in ('torch', 'transformers', 'swift') if m in sys.modules]; "
+            "assert not bad, bad")
+    run_cli("-c", code)
