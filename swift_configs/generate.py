@@ -31,6 +31,8 @@ from .argtable import load as load_table
 TEMPLATES = Path(__file__).with_name("templates")
 PASS_THROUGH_ENV = ("NNODES", "NODE_RANK", "MASTER_ADDR", "MASTER_PORT")
 PATH_KEYS = ("model", "output_dir", "resume_from_checkpoint")
+RUN_KEYS = {"model": "paths.model / train.person_base", "dataset": "paths.data", "output_dir": "paths.runs",
+            "seed": "folds.seed", "data_seed": "folds.seed"}  # owned by the experiment, never overridden
 
 
 @dataclass
@@ -158,7 +160,9 @@ def render(cfg: dict, stage: str, *, user: int | None = None, fold: int | None =
     for ov in overrides:
         key, val = parse_override(ov)
         put(key, val, f"command line: {ov}")
-    errs = []
+    errs = [f"{sources[k]}: '{k}' is set from the experiment ({RUN_KEYS[k]}); change it there"
+            for k in RUN_KEYS if k in args]
+    model: Path | None
     if stage == "global":
         out = run_dir(cfg, template)
         model = Path(cfg["paths"]["model"])
@@ -175,11 +179,12 @@ def render(cfg: dict, stage: str, *, user: int | None = None, fold: int | None =
             model = resolve_base(cfg)
         except ConfigError as e:
             errs.append(f"{exp}: {e}")
-            model = Path("/missing-base-checkpoint")
-        if not (model / "config.json").exists() and not errs:
+            model = None
+        if model is not None and not (model / "config.json").exists():
             errs.append(f"{exp}: train.person_base: base checkpoint {model} has no config.json")
         dataset = swift_paths(cfg, user, fold)["train"]
-    put("model", str(model), f"{exp}: paths.model / train.person_base")
+    if model is not None:
+        put("model", str(model), f"{exp}: paths.model / train.person_base")
     put("dataset", [str(dataset)], f"{exp}: paths.data (export)")
     put("output_dir", str(out.resolve()), f"{exp}: paths.runs")
     put("seed", cfg["folds"]["seed"], f"{exp}: folds.seed")
@@ -209,7 +214,7 @@ def main(argv=None) -> int:
     p.add_argument("--gpus", default="cpu")
     p.add_argument("--dry-run", action="store_true", help="print the YAML and the command; write nothing")
     p.add_argument("swift_overrides", nargs="*", metavar="key=value", help="swift sft keys")
-    a = p.parse_args(argv)
+    a = p.parse_intermixed_args(argv)
     try:
         cfg = load_experiment(a.config, a.overrides)
         run = render(cfg, a.stage, user=a.user, fold=a.fold, gpus=a.gpus, overrides=a.swift_overrides)

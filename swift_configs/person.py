@@ -109,7 +109,7 @@ def main(argv=None) -> int:
     p.add_argument("--fresh", action="store_true", help="delete the selected folds' folders first")
     p.add_argument("--dry-run", action="store_true", help="print each fold's command; run nothing")
     p.add_argument("swift_overrides", nargs="*", metavar="key=value")
-    a = p.parse_args(argv)
+    a = p.parse_intermixed_args(argv)
     if a.full:
         a.overrides.append("train.person_template=person_full")
     if a.lora:

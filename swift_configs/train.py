@@ -162,7 +162,7 @@ def main(argv=None) -> int:
     p.add_argument("--fresh", action="store_true", help="delete this run's folder and start over")
     p.add_argument("--dry-run", action="store_true")
     p.add_argument("swift_overrides", nargs="*", metavar="key=value")
-    a = p.parse_args(argv)
+    a = p.parse_intermixed_args(argv)
     ov = list(a.overrides) + (["train.global_template=global_lora"] if a.lora else []) + \
         (["train.global_template=global_full"] if a.full else [])
     try:
