@@ -1,0 +1,164 @@
+"""Real swift sft and real generation on the tiny Qwen3-VL (CPU): training stages, frozen vision,
+LoRA placement, eval encoding = training encoding minus the answer, kill/resume of eval and of the
+personalized K-fold launcher."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+from safetensors.torch import load_file
+
+from conftest import ROOT, run_cli, write_experiment
+from data_prep.config import load_experiment, run_dir
+from data_prep.export import export
+from data_prep.fingertip import build
+
+pytestmark = pytest.mark.slow
+FAST = {"train__global_overrides__num_train_epochs": 1, "train__person_overrides__num_train_epochs": 2,
+        "train__person_overrides__per_device_train_batch_size": 4, "eval__max_new_tokens": 24}
+
+
+@pytest.fixture(scope="module")
+def e2e(tmp_path_factory, synth_raw, tiny_model):
+    tmp = tmp_path_factory.mktemp("e2e")
+    path = write_experiment(tmp, users__test="1-2", users__global="3-6", **FAST)
+    cfg = load_experiment(path, [f"paths.model={tiny_model}", f"paths.raw={synth_raw}"])
+    build(synth_raw, cfg["paths"]["data"], progress=False)
+    export(cfg)
+    ov = ["--set", f"paths.model={tiny_model}"]
+    return {"cfg": cfg, "path": str(path), "ov": ov, "model": tiny_model}
+
+
+def visual_tensors(folder: Path) -> dict:
+    out = {}
+    for f in folder.glob("*.safetensors"):
+        out.update({k: v for k, v in load_file(f).items() if ".visual." in k or k.startswith("visual.")})
+    return out
+
+
+def test_global_full_keeps_vision_frozen_and_loads(e2e):
+    run_cli("-m", "swift_configs.train", "--config", e2e["path"], *e2e["ov"], "--full")
+    d = run_dir(e2e["cfg"], "global_full")
+    ckpt = Path(yaml.safe_load((d / "DONE").read_text())["checkpoint"])
+    man = json.loads((d / "manifest.json").read_text())
+    assert man["versions"]["ms-swift"] == "4.6.0" and man["data_hashes"] and "swift sft" in man["command"]
+    base, new = visual_tensors(e2e["model"]), visual_tensors(ckpt)
+    assert base and set(base) == set(new)
+    assert all(base[k].equal(new[k]) for k in base), "vision tower / aligner changed"
+    b_all, n_all = load_file(e2e["model"] / "model.safetensors"), load_file(next(ckpt.glob("*.safetensors")))
+    lm = [k for k in b_all if "language_model" in k and k in n_all]
+    assert any(not b_all[k].equal(n_all[k]) for k in lm), "nothing was trained"
+    # a second launch is a no-op (DONE)
+    p = run_cli("-m", "swift_configs.train", "--config", e2e["path"], *e2e["ov"], "--full")
+    assert "already trained" in p.stdout
+
+
+def test_global_lora_touches_only_the_language_model(e2e):
+    run_cli("-m", "swift_configs.train", "--config", e2e["path"], *e2e["ov"], "--lora")
+    ckpt = Path(yaml.safe_load((run_dir(e2e["cfg"], "global_lora") / "DONE").read_text())["checkpoint"])
+    keys = list(load_file(ckpt / "adapter_model.safetensors"))
+    assert keys and all("language_model" in k for k in keys) and not any("visual" in k for k in keys)
+    assert {k.split(".")[-3] for k in keys if "lora_A" in k} >= {"q_proj", "v_proj", "down_proj"}
+    assert not any("lm_head" in k for k in keys)
+
+
+def test_eval_input_is_training_encoding_minus_answer(e2e):
+    from swift.infer_engine import InferRequest
+
+    from eval.run import build_engine, load_rows
+
+    os.environ["IMAGE_MAX_TOKEN_NUM"] = str(e2e["cfg"]["image_max_token_num"])
+    engine = build_engine(str(e2e["model"]), [], 2, "cpu")
+    t = engine.template
+    sid, row = load_rows(Path(e2e["cfg"]["paths"]["data"]) / "swift" / "user_1" / "all.jsonl")[0]
+    t.set_mode("train")
+    train = t.encode(row)
+    t.set_mode("transformers")
+    infer = t.encode(InferRequest(messages=row["messages"][:1], images=row["images"]))
+    n = len(infer["input_ids"])
+    assert train["input_ids"][:n] == infer["input_ids"]
+    assert all(x == -100 for x in train["labels"][:n]) and all(x != -100 for x in train["labels"][n:])
+    answer = t.tokenizer.decode(train["input_ids"][n:])
+    assert answer.startswith(row["messages"][1]["content"]) and "<|im_end|>" in answer
+    image_tokens = infer["input_ids"].count(151655)
+    assert 0 < image_tokens <= e2e["cfg"]["image_max_token_num"]
+
+
+def _wait_for(cond, proc, timeout):
+    t0 = time.time()
+    while time.time() - t0 < timeout:
+        if cond():
+            return True
+        if proc.poll() is not None:
+            return False
+        time.sleep(0.5)
+    return False
+
+
+def test_eval_kill_and_resume_scores_each_sample_once(e2e, tmp_path):
+    data = Path(e2e["cfg"]["paths"]["data"]) / "swift" / "user_1" / "all.jsonl"
+    out = tmp_path / "ev"
+    cmd = ["python3", "-m", "eval.run", "--config", e2e["path"], *e2e["ov"], "--model", str(e2e["model"]),
+           "--data", str(data), "--out", str(out), "--batch-size", "2"]
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True)
+    pred = out / "predictions.jsonl"
+    got = _wait_for(lambda: pred.exists() and len(pred.read_text().splitlines()) >= 2, proc, 300)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert got, "eval never wrote a prediction"
+    with open(pred, "a") as f:
+        f.write('{"id": "torn')  # a line cut by the kill
+    first = len([x for x in pred.read_text().splitlines() if x.endswith("}")])
+    run_cli(*cmd[1:])
+    ids = [json.loads(x)["id"] for x in pred.read_text().splitlines()]
+    want = data.with_suffix(".ids").read_text().splitlines()
+    assert sorted(ids) == sorted(want) and len(ids) == len(set(ids)) and first < len(want)
+    recs = json.loads((out / "out.json").read_text())
+    assert [r["id"] for r in recs] == want
+    assert (out / "results.txt").read_text().count("PIGG-compatible") == 1
+    m = json.loads((out / "metrics.json").read_text())
+    assert m["n"] == len(want) and m["parse_failures"] + len([r for r in recs if r["pred"]]) == len(want)
+
+
+def test_person_kfold_kill_and_resume(e2e):
+    """Kill 4_finetune_person.sh while fold 1 trains (fold 0 DONE); the re-run finishes the rest."""
+    cfg = e2e["cfg"]
+    run_cli("-m", "swift_configs.train", "--config", e2e["path"], *e2e["ov"], "--full")  # the base (no-op if done)
+    base = run_dir(cfg, "person_lora", "user_2")
+    launcher = ["bash", "scripts/4_finetune_person.sh", "cpu", "--lora", "--users", "2",
+                "--config", e2e["path"], *e2e["ov"]]
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    proc = subprocess.Popen(launcher, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True)
+    ok = _wait_for(lambda: (base / "fold_0" / "DONE").exists() and any(
+        (c / "trainer_state.json").exists() for c in (base / "fold_1").glob("checkpoint-*")), proc, 600)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert ok, "never reached: fold 0 DONE and fold 1 training"
+    assert not (base / "fold_1" / "DONE").exists()
+    fold0_log = (base / "fold_0" / "train.log").read_text()
+    p = subprocess.run(launcher, cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
+    assert p.returncode == 0, p.stdout[-2000:] + p.stderr[-2000:]
+    assert "1 folds already done" in p.stdout
+    assert (base / "fold_0" / "train.log").read_text() == fold0_log  # fold 0 not retrained
+    man = json.loads((base / "fold_1" / "manifest.json").read_text())
+    assert man["resumed_from"] and "checkpoint-" in man["resumed_from"]
+    for f in range(3):
+        ids = [json.loads(x)["id"] for x in (base / f"fold_{f}" / "eval" / "predictions.jsonl").read_text().splitlines()]
+        want = (Path(cfg["paths"]["data"]) / "swift" / "user_2" / f"fold_{f}" / "test.ids").read_text().splitlines()
+        assert sorted(ids) == sorted(want) and len(ids) == len(set(ids))
+        assert (base / f"fold_{f}" / "eval" / "out.json").exists() and (base / f"fold_{f}" / "eval" / "results.txt").exists()
+    s = json.loads((run_dir(cfg, "person_lora") / "user_2_summary.json").read_text())
+    assert s["n_folds"] == 3 and s["user_id"] == 2
+    assert {"avg_accuracy", "avg_mean_l2", "avg_median_l2", "std_accuracy", "std_mean_l2", "std_median_l2"} <= set(s)
+    # the adapter of a fold loads in swift's inference engine on top of the global checkpoint
+    done = yaml.safe_load((base / "fold_0" / "DONE").read_text())
+    assert (Path(done["checkpoint"]) / "adapter_config.json").exists()
