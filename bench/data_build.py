@@ -52,14 +52,14 @@ def make_tree(root: Path, episodes: int, users: int, seed: int = 0) -> int:
             sd = ep / f"Screenshots_{name}"
             sd.mkdir(parents=True)
             lines, t = [], 1741498279844 + e * 100000
-            n = rng.randint(3, 8)
+            n = rng.randint(4, 10)
             for s in range(n):
                 t += 1500
                 f = f"{t}.jpg"
                 os.link(jp, sd / f)
                 if s == n - 1:
                     act = "finished()"
-                elif rng.random() < 0.8:
+                elif rng.random() < 0.85:
                     act = f"click(coordinates=({rng.randrange(w)}, {rng.randrange(h)}), content='按钮, \"{s}\"')"
                     clicks += 1
                 else:

@@ -3,7 +3,8 @@
 Usage: ``python -m data_prep synth --out RAW [--users 12] [--episodes 50] [--seed 0] [--scale 0.25]``
 
 Each app screen offers several elements that satisfy the same intent (a search icon and a
-search tab, say). Every user has a fixed preferred element per intent, and a preferred
+search tab, say). Every user has a fixed preferred element per intent (the obvious one for
+about 40% of user-intent pairs, another one otherwise), and a preferred
 button in confirmation dialogs: the habits that personalization can learn and a global model,
 trained on other users, cannot know. The instruction never names the element. Every action type
 appears; some users are nested one level deeper (<uid>/<uid>/<episode>/); a few deliberate
@@ -122,7 +123,7 @@ class _Episode:
 
 
 def synth(out: str | Path, users: int = 12, episodes: int = 50, seed: int = 0, scale: float = 0.25,
-          defects: bool = True, noise: float = 0.05, test_users: int = 3, test_episodes: int | None = None) -> dict:
+          defects: bool = True, noise: float = 0.05, common: float = 0.4, test_users: int = 3, test_episodes: int | None = None) -> dict:
     """Write RAW; returns {"raw_users": [...], "episodes": n, "defects": {reason: n}}."""
     out = Path(out).resolve()
     if out.exists() and any(out.iterdir()):
@@ -137,7 +138,8 @@ def synth(out: str | Path, users: int = 12, episodes: int = 50, seed: int = 0, s
     for u_idx, uid in enumerate(ids):
         w, h = PHONES[u_idx % len(PHONES)]
         w, h = max(64, int(w * scale)), max(64, int(h * scale))
-        habit = {key: rng.randrange(4) for key in intents}  # preferred element per intent
+        # preferred element per intent: many people tap the obvious one (element 0), the rest their own
+        habit = {key: 0 if rng.random() < common else rng.randrange(1, 4) for key in intents}
         dialog_habit = rng.randrange(len(DIALOG_BUTTONS))
         udir = out / str(uid) / str(uid) if u_idx % 4 == 3 else out / str(uid)  # some users nested
         n_user_eps = (test_episodes or episodes) if u_idx < test_users else episodes

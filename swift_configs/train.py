@@ -132,7 +132,8 @@ def execute(run: Run, log_name: str = "train.log", extra_env: dict | None = None
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
     log = run.run_dir / log_name
     if echo:
-        print(f"[train] {run.shell()}\n[train] log: {log}", flush=True)
+        print(f"[train] swift sft {run.yaml_path}  (env, command, versions: {run.run_dir / 'manifest.json'}; "
+              f"log: {log})", flush=True)
     t0 = time.time()
     with open(log, "a", encoding="utf-8") as f:
         f.write(f"\n===== {time.strftime('%Y-%m-%d %H:%M:%S')} {' '.join(run.command())}\n")
