@@ -140,8 +140,13 @@ def build(out: str | Path, shape: str = "tiny", seed: int = 0, dtype: str = "bfl
     torch.manual_seed(seed)
     config = build_config(shape)
     config.dtype = dtype
-    with torch.device(device):
-        model = Qwen3VLForConditionalGeneration(config).to(getattr(torch, dtype))
+    old = torch.get_default_dtype()
+    torch.set_default_dtype(getattr(torch, dtype))  # build in the target dtype: no fp32 copy of an 8B model
+    try:
+        with torch.device(device):
+            model = Qwen3VLForConditionalGeneration(config)
+    finally:
+        torch.set_default_dtype(old)
     model.generation_config = GenerationConfig(bos_token_id=151643, eos_token_id=[151645, 151643],
                                                pad_token_id=151643, do_sample=False)
     model.save_pretrained(out)

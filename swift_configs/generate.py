@@ -118,6 +118,9 @@ def validate(args: dict, sources: dict[str, str]) -> list[str]:
               "str": isinstance(val, (str, int, float)) and not isinstance(val, bool),
               "list": isinstance(val, (list, str, int, float))}.get(kind, True) if isinstance(kind, str) \
             else val in kind["choices"]
+        if isinstance(val, bool) and kind != "bool":
+            errs.append(f"{src}: '{key}' is {val!r}: YAML reads a bare no/yes/off/on as a boolean; quote it ('{key}: \"no\"')")
+            continue
         if not ok:
             want = f"one of {kind['choices']}" if isinstance(kind, dict) else kind
             errs.append(f"{src}: '{key}' must be {want}, got {val!r}")

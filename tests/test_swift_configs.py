@@ -79,11 +79,13 @@ def test_pigg_defaults_in_templates(fake_global):
 def test_validation_reports_every_problem_with_file_and_key(fake_global):
     with pytest.raises(ConfigError) as e:
         render(fake_global, "global", overrides=["lora_rnk=8", "learning_rate=fast", "save_steps=null",
-                                                "resume_from_checkpoint=relative/dir", "output_dir=/x"])
+                                                "resume_from_checkpoint=relative/dir", "output_dir=/x",
+                                                "save_strategy=no"])
     msg = str(e.value)
     assert "unknown swift sft key 'lora_rnk'" in msg and "command line: lora_rnk=8" in msg
     assert "'learning_rate' must be float" in msg and "'save_steps' is null" in msg
     assert "'resume_from_checkpoint' must be an absolute path" in msg
+    assert "'save_strategy' is False: YAML reads a bare no/yes/off/on as a boolean" in msg
     assert "command line: output_dir=/x: 'output_dir' is set from the experiment (paths.runs)" in msg
 
 
