@@ -106,6 +106,8 @@ def main(argv=None) -> int:
     p.add_argument("--users", type=int, nargs="+", help="test users (default: all of the experiment's)")
     p.add_argument("--fold", type=int, nargs="+", help="only these folds (default: all K)")
     p.add_argument("--workers", type=int, default=None, help="parallel folds (default: one per GPU; 1 on CPU)")
+    p.add_argument("--array-task", type=int, default=None,
+                   help="run only the i-th (user, fold) pair, users x folds in order (Slurm job arrays)")
     p.add_argument("--fresh", action="store_true", help="delete the selected folds' folders first")
     p.add_argument("--dry-run", action="store_true", help="print each fold's command; run nothing")
     p.add_argument("swift_overrides", nargs="*", metavar="key=value")
@@ -118,6 +120,11 @@ def main(argv=None) -> int:
         cfg = load_experiment(a.config, a.overrides)
         users = a.users or cfg["users"]["test"]
         folds = a.fold if a.fold is not None else list(range(cfg["folds"]["k"]))
+        if a.array_task is not None:
+            pairs = [(u, f) for u in users for f in folds]
+            if not 0 <= a.array_task < len(pairs):
+                raise ConfigError(f"--array-task {a.array_task}: want 0..{len(pairs) - 1} ({len(users)} users x {len(folds)} folds)")
+            users, folds = [pairs[a.array_task][0]], [pairs[a.array_task][1]]
         gl = gpu_list(a.gpus)
         slots = gl or ["cpu"] * (a.workers or 1)
         if gl and a.workers:
@@ -125,6 +132,7 @@ def main(argv=None) -> int:
         # fail fast: render every fold (validates config, data, base checkpoint) before any training
         runs = {(u, f): render(cfg, "person", user=u, fold=f, gpus=slots[0], overrides=a.swift_overrides)
                 for u in users for f in folds}
+        summary_users = cfg["users"]["test"] if a.array_task is not None else users
     except ConfigError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
@@ -156,7 +164,7 @@ def main(argv=None) -> int:
                 print(f"[person] user {u} fold {f}: acc {m['pigg']['accuracy']:.4f}  median L2 "
                       f"{m['pigg']['median_l2']:.1f}  ({time.time() - t0:.0f}s)", flush=True)
                 with lock:
-                    write_summaries(cfg, template, users)
+                    write_summaries(cfg, template, summary_users)
             except (TrainError, ConfigError, OSError) as e:
                 with lock:
                     failures.append((u, f, str(e)))
@@ -167,7 +175,7 @@ def main(argv=None) -> int:
         t.start()
     for t in threads:
         t.join()
-    o = write_summaries(cfg, template, users)
+    o = write_summaries(cfg, template, summary_users)
     if failures:
         print(f"[person] {len(failures)} folds failed: {[(u, f) for u, f, _ in failures]}; re-run to resume",
               file=sys.stderr)

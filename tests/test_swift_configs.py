@@ -104,3 +104,32 @@ def test_dry_run_prints_the_command(exp, tiny_model):
                 "--set", f"paths.model={tiny_model}", "--dry-run")
     assert "NPROC_PER_NODE=2" in p.stdout and "swift sft" in p.stdout and "deepspeed: zero3" in p.stdout
     assert not (run_dir(exp["cfg"], "global_full") / "generated").exists()
+
+
+def _bash(args, env):
+    import os
+    import subprocess
+
+    e = {k: v for k, v in os.environ.items() if not k.startswith("SLURM_")}
+    return subprocess.run(["bash", *args], cwd=ROOT, env={**e, "PYTHONPATH": str(ROOT), **env},
+                          capture_output=True, text=True, timeout=300)
+
+
+def test_slurm_global_sbatch_dry_run(exp, tiny_model):
+    env = {"SLURM_NNODES": "2", "SLURM_GPUS_PER_NODE": "4", "SLURM_NODEID": "1", "MASTER_ADDR": "node0"}
+    p = _bash(["scripts/slurm/global.sbatch", "--config", str(exp["path"]), "--set", f"paths.model={tiny_model}",
+               "--dry-run"], env)
+    assert p.returncode == 0, p.stderr[-2000:]
+    for want in ("NNODES=2", "NODE_RANK=1", "MASTER_ADDR=node0", "MASTER_PORT=29500", "NPROC_PER_NODE=4",
+                 "CUDA_VISIBLE_DEVICES=0,1,2,3", "deepspeed: zero3", "tuner_type: full"):
+        assert want in p.stdout, want
+
+
+def test_slurm_person_array_task_picks_one_fold(exp, fake_global, tiny_model):
+    p = _bash(["scripts/slurm/person_array.sbatch", "--config", str(exp["path"]), "--set",
+               f"paths.model={tiny_model}", "--dry-run"], {"SLURM_ARRAY_TASK_ID": "4"})
+    assert p.returncode == 0, p.stderr[-2000:]
+    assert p.stdout.count("# user") == 1 and "# user 2 fold 1" in p.stdout and "CUDA_VISIBLE_DEVICES=0" in p.stdout
+    p = _bash(["scripts/slurm/person_array.sbatch", "--config", str(exp["path"]), "--dry-run"],
+              {"SLURM_ARRAY_TASK_ID": "6"})
+    assert p.returncode == 2 and "--array-task 6: want 0..5 (2 users x 3 folds)" in p.stderr
