@@ -32,6 +32,8 @@ def main(argv=None):
     p.add_argument("--zero", type=int, default=3)
     p.add_argument("--steps", type=int, default=6)
     p.add_argument("--shape", choices=["tiny", "8b"], default="8b")
+    p.add_argument("--bs", type=int, default=1, help="per-GPU batch; accumulation = 8 / bs (effective 8 per GPU)")
+    p.add_argument("--no-gc", action="store_true", help="gradient checkpointing off")
     p.add_argument("--out", default=str(ROOT / "bench" / "results"))
     a = p.parse_args(argv)
     from build_tiny_model import build
@@ -48,7 +50,8 @@ def main(argv=None):
            "paths": {"raw": str(tmp / "raw"), "data": str(tmp / "data"), "runs": str(tmp / "runs"), "model": str(model)},
            "users": {"test": "1", "global": "2-3"}, "train": {"zero_stage": a.zero, "global_overrides": {
                "max_steps": a.steps, "save_steps": a.steps, "logging_steps": 1, "save_only_model": True,
-               "dataloader_num_workers": 2}}}
+               "dataloader_num_workers": 2, "per_device_train_batch_size": a.bs,
+               "gradient_accumulation_steps": max(1, 8 // a.bs), "gradient_checkpointing": not a.no_gc}}}
     cfg_path = tmp / "exp.yaml"
     cfg_path.write_text(yaml.safe_dump(exp))
     cfg = load_experiment(cfg_path)
@@ -90,7 +93,8 @@ def main(argv=None):
         from transformers import AutoConfig
 
         res["checkpoint_config_loads"] = AutoConfig.from_pretrained(ckpt).model_type
-    out = Path(a.out) / f"zero{a.zero}_global_{len(a.gpus.split(','))}gpu.json"
+    res.update(per_device_batch=a.bs, grad_accum=max(1, 8 // a.bs), gradient_checkpointing=not a.no_gc)
+    out = Path(a.out) / f"zero{a.zero}_global_{len(a.gpus.split(','))}gpu_bs{a.bs}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(res, indent=1) + "\n")
     print(json.dumps({k: v for k, v in res.items() if "tail" not in k}, indent=1))
