@@ -72,17 +72,10 @@ def sync(device):
         torch.cuda.synchronize()
 
 
-def bench_eval(cfg, model_dir, device, n, batch, new_tokens, res, out_json, baselines=True, extra_batches=()):
-    import torch
-    from transformers import AutoProcessor, GenerationConfig
+def timed_generate(engine, rows, batch, new_tokens, device) -> tuple[float, list[int]]:
+    """eval.run's generate over rows after one warm-up batch: (seconds, answer lengths in chars)."""
+    from eval.run import generate
 
-    from eval.run import build_engine, generate, load_rows
-
-    rows = load_rows(Path(cfg["paths"]["data"]) / "swift" / "user_1" / "all.jsonl")
-    rows = (rows * (1 + n // len(rows)))[:n]
-    # 1) the project's eval.run path: swift TransformersEngine, batched, sorted by size
-    engine = build_engine(str(model_dir), [], batch, device)
-    engine.generation_config.min_new_tokens = new_tokens  # random weights: force the answer length
     with tempfile.TemporaryDirectory() as d:
         generate(engine, rows[:batch], Path(d) / "warm.jsonl", batch, new_tokens, {}, progress=False)
         sync(device)
@@ -90,7 +83,21 @@ def bench_eval(cfg, model_dir, device, n, batch, new_tokens, res, out_json, base
         generate(engine, rows, Path(d) / "p.jsonl", batch, new_tokens, {}, progress=False)
         sync(device)
         dt = time.time() - t
-        lens = [len(json.loads(x)["raw"]) for x in open(Path(d) / "p.jsonl")]
+        return dt, [len(json.loads(x)["raw"]) for x in open(Path(d) / "p.jsonl")]
+
+
+def bench_eval(cfg, model_dir, device, n, batch, new_tokens, res, out_json, baselines=True, extra_batches=()):
+    import torch
+    from transformers import AutoProcessor, GenerationConfig
+
+    from eval.run import build_engine, load_rows
+
+    rows = load_rows(Path(cfg["paths"]["data"]) / "swift" / "user_1" / "all.jsonl")
+    rows = (rows * (1 + n // len(rows)))[:n]
+    # 1) the project's eval.run path: swift TransformersEngine, batched, sorted by size
+    engine = build_engine(str(model_dir), [], batch, device)
+    engine.generation_config.min_new_tokens = new_tokens  # random weights: force the answer length
+    dt, lens = timed_generate(engine, rows, batch, new_tokens, device)
     tpl = engine.template
     tpl.set_mode("transformers")
     from swift.infer_engine import InferRequest
@@ -106,19 +113,13 @@ def bench_eval(cfg, model_dir, device, n, batch, new_tokens, res, out_json, base
         engine.max_batch_size = b
         m = max(n, 2 * b)
         rb = (rows * (1 + m // len(rows)))[:m]
-        with tempfile.TemporaryDirectory() as d:
-            generate(engine, rb[:b], Path(d) / "warm.jsonl", b, new_tokens, {}, progress=False)
-            sync(device)
-            t = time.time()
-            generate(engine, rb, Path(d) / "p.jsonl", b, new_tokens, {}, progress=False)
-            sync(device)
-            dt = time.time() - t
+        dt, _ = timed_generate(engine, rb, b, new_tokens, device)
         res["eval"][f"eval_run_b{b}"] = {"samples": m, "batch": b, "seconds": dt, "samples_per_s": m / dt}
         log(f"eval.run batch {b}: {m / dt:.2f} samples/s")
         save(res, out_json)
     model = engine.model
     if not baselines:
-        del engine, model
+        engine = model = None  # free the GPU memory for the training runs
         gc.collect()
         if device == "cuda":
             torch.cuda.empty_cache()
@@ -170,7 +171,7 @@ def bench_eval(cfg, model_dir, device, n, batch, new_tokens, res, out_json, base
     res["eval"]["prefill_only"] = {"samples": n, "batch": batch, "seconds": dt, "samples_per_s": n / dt}
     log(f"prefill only: {n / dt:.2f} samples/s")
     save(res, out_json)
-    del engine, model
+    engine = model = None
     gc.collect()
     if device == "cuda":
         torch.cuda.empty_cache()

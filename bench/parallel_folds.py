@@ -19,11 +19,9 @@ import tempfile
 import time
 from pathlib import Path
 
-import yaml
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "scripts"))
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # bench/_common.py
+from _common import ROOT, prepare_experiment  # noqa: E402
 
 
 def main(argv=None):
@@ -34,9 +32,6 @@ def main(argv=None):
     p.add_argument("--out", default=str(ROOT / "bench" / "results"))
     a = p.parse_args(argv)
     from build_tiny_model import build
-    from data_prep.config import load_experiment
-    from data_prep.export import export
-    from data_prep.fingertip import build as build_data
     from data_prep.synth import synth
 
     gpus = a.gpus.split(",")
@@ -47,18 +42,12 @@ def main(argv=None):
     on_gpu = a.gpus != "cpu"
     model = build(tmp / "model", a.shape, device="cuda" if on_gpu else "cpu",
                   dtype="bfloat16" if on_gpu else "float32")
-    exp = {"base": str(ROOT / "swift_configs/experiments/pigg.yaml"), "name": "seq",
-           "paths": {"raw": str(tmp / "raw"), "data": str(tmp / "data"), "runs": str(tmp / "runs"), "model": str(model)},
-           "users": {"test": "1-2", "global": "3-4"}, "image_max_token_num": budget,
-           "eval": {"max_new_tokens": 24, "batch_size": 32},
-           "train": {"person_base": str(model),
-                     "person_overrides": {"max_steps": a.steps, "save_strategy": "steps", "save_steps": a.steps,
-                                          "logging_steps": 5, **({} if on_gpu else {"dataloader_num_workers": 0})}}}
-    cfg_path = tmp / "exp.yaml"
-    cfg_path.write_text(yaml.safe_dump(exp))
-    cfg = load_experiment(cfg_path)
-    build_data(cfg["paths"]["raw"], cfg["paths"]["data"], progress=False)
-    export(cfg)
+    cfg_path, cfg = prepare_experiment(tmp, model, "seq", {
+        "users": {"test": "1-2", "global": "3-4"}, "image_max_token_num": budget,
+        "eval": {"max_new_tokens": 24, "batch_size": 32},
+        "train": {"person_base": str(model),
+                  "person_overrides": {"max_steps": a.steps, "save_strategy": "steps", "save_steps": a.steps,
+                                       "logging_steps": 5, **({} if on_gpu else {"dataloader_num_workers": 0})}}})
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
     res = {"gpus": gpus, "shape": a.shape, "steps": a.steps, "folds": "users 1-2, folds 0-1 (4 folds)"}
     for name, g in (("sequential", gpus[0]), ("parallel", a.gpus)):

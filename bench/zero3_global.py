@@ -21,9 +21,8 @@ from pathlib import Path
 
 import yaml
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "scripts"))
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # bench/_common.py
+from _common import ROOT, prepare_experiment  # noqa: E402
 
 
 def main(argv=None):
@@ -37,26 +36,17 @@ def main(argv=None):
     p.add_argument("--out", default=str(ROOT / "bench" / "results"))
     a = p.parse_args(argv)
     from build_tiny_model import build
-    from data_prep.config import load_experiment
-    from data_prep.export import export
-    from data_prep.fingertip import build as build_data
     from data_prep.synth import synth
     from safetensors import safe_open
 
     tmp = Path(tempfile.mkdtemp(prefix="pigg_z3_"))
     synth(tmp / "raw", users=3, episodes=60, seed=0, scale=1.0, defects=False, test_users=1, test_episodes=10)
     model = build(tmp / "model", a.shape, device="cuda", dtype="bfloat16")
-    exp = {"base": str(ROOT / "swift_configs/experiments/pigg.yaml"), "name": "z3",
-           "paths": {"raw": str(tmp / "raw"), "data": str(tmp / "data"), "runs": str(tmp / "runs"), "model": str(model)},
-           "users": {"test": "1", "global": "2-3"}, "train": {"zero_stage": a.zero, "global_overrides": {
-               "max_steps": a.steps, "save_steps": a.steps, "logging_steps": 1, "save_only_model": True,
-               "dataloader_num_workers": 2, "per_device_train_batch_size": a.bs,
-               "gradient_accumulation_steps": max(1, 8 // a.bs), "gradient_checkpointing": not a.no_gc}}}
-    cfg_path = tmp / "exp.yaml"
-    cfg_path.write_text(yaml.safe_dump(exp))
-    cfg = load_experiment(cfg_path)
-    build_data(cfg["paths"]["raw"], cfg["paths"]["data"], progress=False)
-    export(cfg)
+    cfg_path, cfg = prepare_experiment(tmp, model, "z3", {
+        "users": {"test": "1", "global": "2-3"}, "train": {"zero_stage": a.zero, "global_overrides": {
+            "max_steps": a.steps, "save_steps": a.steps, "logging_steps": 1, "save_only_model": True,
+            "dataloader_num_workers": 2, "per_device_train_batch_size": a.bs,
+            "gradient_accumulation_steps": max(1, 8 // a.bs), "gradient_checkpointing": not a.no_gc}}})
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
     t = time.time()
     pr = subprocess.run([sys.executable, "-m", "swift_configs.train", "--config", str(cfg_path), "--gpus", a.gpus,
