@@ -162,3 +162,16 @@ def test_person_kfold_kill_and_resume(e2e):
     # the adapter of a fold loads in swift's inference engine on top of the global checkpoint
     done = yaml.safe_load((base / "fold_0" / "DONE").read_text())
     assert (Path(done["checkpoint"]) / "adapter_config.json").exists()
+
+
+def test_eval_shards_over_devices_and_merges_in_row_order(e2e, tmp_path):
+    """Two worker processes (cpu,cpu stands in for 0,1): each takes every other row; out.json in row order."""
+    data = Path(e2e["cfg"]["paths"]["data"]) / "swift" / "user_2" / "fold_0" / "test.jsonl"
+    out = tmp_path / "sharded"
+    run_cli("-m", "eval.run", "--config", e2e["path"], *e2e["ov"], "--model", str(e2e["model"]), "--data", str(data),
+            "--out", str(out), "--devices", "cpu,cpu", "--batch-size", "4")
+    want = data.with_suffix(".ids").read_text().splitlines()
+    shards = [[json.loads(x)["id"] for x in (out / f"predictions.shard{i}.jsonl").read_text().splitlines()]
+              for i in (0, 1)]
+    assert sorted(shards[0]) == sorted(want[0::2]) and sorted(shards[1]) == sorted(want[1::2])
+    assert [r["id"] for r in json.loads((out / "out.json").read_text())] == want
