@@ -177,15 +177,14 @@ def build(raw: str | Path, out: str | Path, actions=("click",), workers: int | N
             skipped["not_an_episode_folder"] += 1
             examples["not_an_episode_folder"].append(str(d))
     per_user, act_count, n_eps = defaultdict(list), defaultdict(Counter), 0
-    eps_per_user: Counter = Counter()
     workers = workers or min(4, mp.cpu_count())
     bar = dict(total=len(jobs), desc="episodes", unit="ep", disable=not progress, mininterval=1)
     if workers > 1 and len(jobs) > 200:
         with mp.get_context("fork").Pool(workers) as pool:
             results = tqdm(pool.imap(read_episode, jobs, chunksize=64), **bar)
-            n_eps = _collect(results, per_user, act_count, skipped, examples, eps_per_user)
+            n_eps = _collect(results, per_user, act_count, skipped, examples)
     else:
-        n_eps = _collect(tqdm(map(read_episode, jobs), **bar), per_user, act_count, skipped, examples, eps_per_user)
+        n_eps = _collect(tqdm(map(read_episode, jobs), **bar), per_user, act_count, skipped, examples)
     n = 0
     sample_dir = out / "samples"
     sample_dir.mkdir(parents=True, exist_ok=True)
@@ -204,7 +203,7 @@ def build(raw: str | Path, out: str | Path, actions=("click",), workers: int | N
         "samples_per_user": {str(u): len(per_user[u]) for u in sorted(per_user)},
         "actions": dict(sorted(sum(act_count.values(), Counter()).items())),
         "actions_per_user": {str(u): dict(sorted(act_count[u].items())) for u in sorted(act_count)},
-        "episodes_per_user": {str(u): n for u, n in sorted(eps_per_user.items())},
+        "episodes_per_user": {str(u): n for u, n in sorted(Counter(job[1] for job in jobs).items())},
         "skipped": {r: skipped[r] for r in SKIP_REASONS if skipped[r]},
         "skip_units": {r: SKIP_REASONS[r] for r in SKIP_REASONS if skipped[r]},
         "skip_examples": {r: examples[r][:MAX_EXAMPLES] for r in SKIP_REASONS if skipped[r]},
@@ -213,13 +212,11 @@ def build(raw: str | Path, out: str | Path, actions=("click",), workers: int | N
     return report
 
 
-def _collect(results, per_user, act_count, skipped, examples, eps_per_user) -> int:
+def _collect(results, per_user, act_count, skipped, examples) -> int:
     n_eps = 0
     for res in results:
         n_eps += 1
-        if res["user"] is not None:
-            act_count[res["user"]].update(res["actions"])
-            eps_per_user[res["user"]] += 1
+        act_count[res["user"]].update(res["actions"])
         for s in res["samples"]:
             per_user[s["user"]].append(s)
         skipped.update(res["skipped"])

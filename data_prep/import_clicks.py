@@ -16,8 +16,9 @@ import json
 from collections import Counter, defaultdict
 from pathlib import Path
 
-from PIL import Image, UnidentifiedImageError
+from PIL import UnidentifiedImageError
 
+from .fingertip import image_size
 from .io import write_json, write_jsonl
 from .schema import Sample, to_grid
 
@@ -58,8 +59,7 @@ def check(rec: dict, base: Path) -> tuple[dict | None, str]:
     if not img.is_file():
         return None, f"missing_screenshot: {img}"
     try:
-        with Image.open(img) as im:
-            w, h = im.size
+        w, h = image_size(img)
     except (UnidentifiedImageError, OSError):
         return None, f"unreadable_screenshot: {img}"
     if not (0 <= x < w and 0 <= y < h):

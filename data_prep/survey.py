@@ -22,9 +22,9 @@ from .kfold import fold_split, make_folds
 GRID_BINS = 20  # heatmap cells per axis on the 0-1000 grid
 
 
-def user_table(cfg: dict) -> pd.DataFrame:
+def user_table(cfg: dict, samples: dict | None = None) -> pd.DataFrame:
     data = Path(cfg["paths"]["data"])
-    samples = load_samples(data)
+    samples = load_samples(data) if samples is None else samples
     report = read_json(data / "report.json") if (data / "report.json").exists() else {}
     app_users: dict[str, set] = {}
     for u, ss in samples.items():
@@ -55,14 +55,13 @@ def user_table(cfg: dict) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def heatmap(cfg: dict, user: int, out: Path) -> Path:
+def heatmap(ss: list, user: int, out: Path) -> Path:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     import numpy as np
 
-    ss = load_samples(cfg["paths"]["data"], [user])[user]
     h, _, _ = np.histogram2d([s.y for s in ss], [s.x for s in ss], bins=GRID_BINS, range=[[0, 1000], [0, 1000]])
     fig, ax = plt.subplots(figsize=(3, 5))
     im = ax.imshow(h, extent=(0, 1000, 1000, 0), aspect=2.0, cmap="magma")
@@ -85,7 +84,8 @@ def survey(cfg: dict) -> str:
 
     out = Path(cfg["paths"]["data"]) / "survey"
     out.mkdir(parents=True, exist_ok=True)
-    df = user_table(cfg)
+    samples = load_samples(cfg["paths"]["data"])
+    df = user_table(cfg, samples)
     df.to_csv(out / "survey.csv", index=False)
     colors = df["role"].map({"test": "tab:orange", "global": "tab:blue", "unused": "tab:gray"})
     ax = df.plot.bar(x="user", y="samples", color=colors, legend=False, figsize=(max(6, len(df) * 0.15), 3.5))
@@ -94,7 +94,7 @@ def survey(cfg: dict) -> str:
     plt.tight_layout()
     plt.savefig(out / "samples_per_user.png", dpi=110)
     plt.close()
-    maps = [heatmap(cfg, u, out) for u in cfg["users"]["test"] if u in set(df.user)]
+    maps = [heatmap(samples[u], u, out) for u in cfg["users"]["test"] if samples.get(u)]
     totals = {role: int(df[df.role == role].samples.sum()) for role in ("test", "global", "unused")}
     cols = ["user", "role", "raw_user", "samples", "episodes", "apps", "screen_sizes", "exclusive_app_ratio",
             "click_share", "folds_train_test"]

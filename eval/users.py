@@ -24,11 +24,11 @@ from .metrics import overall, summarize_folds
 
 def resolve_checkpoint(path: Path) -> Path:
     """A run folder with a DONE/TRAINED marker stands for its final checkpoint."""
+    from swift_configs.generate import marker_checkpoint
+
     for marker in ("DONE", "TRAINED"):
         if (path / marker).exists():
-            import yaml
-
-            return Path(yaml.safe_load((path / marker).read_text(encoding="utf-8"))["checkpoint"])
+            return marker_checkpoint(path / marker)
     return path.resolve()
 
 

@@ -87,6 +87,11 @@ def load_template(name: str) -> tuple[dict, Path]:
     return data, path
 
 
+def marker_checkpoint(marker: Path) -> Path:
+    """The checkpoint a DONE/TRAINED marker names (markers are small YAML files written atomically)."""
+    return Path(yaml.safe_load(marker.read_text(encoding="utf-8"))["checkpoint"])
+
+
 def resolve_base(cfg: dict) -> Path:
     """The checkpoint a personalized run starts from: a global run's final checkpoint or a path."""
     base = cfg["train"]["person_base"]
@@ -96,7 +101,7 @@ def resolve_base(cfg: dict) -> Path:
     if not done.exists():
         raise ConfigError(f"train.person_base: {base}: the global run {run_dir(cfg, base)} is not finished "
                           f"(no DONE marker); run scripts/2_finetune_global.sh first or give an absolute checkpoint")
-    return Path(yaml.safe_load(done.read_text(encoding="utf-8"))["checkpoint"])
+    return marker_checkpoint(done)
 
 
 def validate(args: dict, sources: dict[str, str]) -> list[str]:

@@ -26,7 +26,7 @@ import yaml
 from data_prep.config import ROOT, ConfigError, add_config_args, load_experiment
 from data_prep.io import atomic_open, write_json
 
-from .generate import Run, render
+from .generate import Run, marker_checkpoint, render
 
 PACKAGES = ("torch", "torchvision", "transformers", "ms-swift", "peft", "qwen-vl-utils", "deepspeed", "flash-attn")
 
@@ -149,7 +149,7 @@ def execute(run: Run, log_name: str = "train.log", extra_env: dict | None = None
 
 
 def trained_checkpoint(run_dir: Path) -> Path:
-    return Path(yaml.safe_load((run_dir / "TRAINED").read_text(encoding="utf-8"))["checkpoint"])
+    return marker_checkpoint(run_dir / "TRAINED")
 
 
 def main(argv=None) -> int:
