@@ -1,7 +1,12 @@
-"""Shared by the GPU bench scripts: a temporary experiment on synthetic data, built and exported."""
+"""Shared by the GPU bench scripts: a temporary experiment on synthetic data, built and exported; a
+`swift sft` run timed step by step from outside."""
 from __future__ import annotations
 
+import json
+import subprocess
 import sys
+import tempfile
+import time
 from pathlib import Path
 
 import yaml
@@ -27,3 +32,50 @@ def prepare_experiment(tmp: Path, model: Path, name: str, changes: dict) -> tupl
     build(cfg["paths"]["raw"], cfg["paths"]["data"], progress=False)
     export(cfg)
     return path, cfg
+
+
+def run_polled(cmd, env, cwd, log_file: Path) -> tuple[int, str, list[tuple[int, float]]]:
+    """Run cmd, noting the wall-clock time at which each training step's line lands in logging.jsonl
+    (logging_steps=1): (exit code, output, [(step, seconds since start)])."""
+    out = tempfile.TemporaryFile(mode="w+")
+    t0 = time.time()
+    p = subprocess.Popen(cmd, env=env, cwd=cwd, stdout=out, stderr=subprocess.STDOUT, text=True)
+    seen, marks = 0, []
+    while True:
+        done = p.poll() is not None
+        if log_file.exists():
+            lines = log_file.read_text().splitlines()
+            now = time.time() - t0
+            for x in lines[seen:]:
+                try:
+                    rec = json.loads(x)
+                except ValueError:
+                    break  # a line being written: read it on the next poll
+                if "loss" in rec and "global_step/max_steps" in rec:
+                    marks.append((int(str(rec["global_step/max_steps"]).split("/")[0]), now))
+                seen += 1
+        if done:
+            break
+        time.sleep(0.02)
+    out.seek(0)
+    return p.returncode, out.read(), marks
+
+
+def steady_rate(marks, warm: int = 5) -> float | None:
+    """Steps per second between step `warm` and the last step (first steps: allocator and kernel warm-up)."""
+    if len(marks) < 2:
+        return None
+    warm = min(warm, marks[-1][0] - 1)  # short (CI) runs: from the first step
+    a = next(((s, t) for s, t in marks if s >= warm), None)
+    if a is None or marks[-1][0] <= a[0]:
+        return None
+    return (marks[-1][0] - a[0]) / (marks[-1][1] - a[1])
+
+
+def median_step_s(marks) -> float | None:
+    """The median seconds between consecutive steps: the sustained step time, robust to one-time stalls
+    (the first batch of each new padded length; see bench/RESULTS.md)."""
+    import statistics
+
+    dts = [b[1] - a[1] for a, b in zip(marks, marks[1:])]
+    return statistics.median(dts) if dts else None

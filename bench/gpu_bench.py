@@ -18,7 +18,6 @@ import argparse
 import gc
 import json
 import os
-import subprocess
 import sys
 import tempfile
 import time
@@ -27,16 +26,29 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "scripts"))
+sys.path.insert(0, str(ROOT / "bench"))
+from _common import median_step_s, run_polled, steady_rate  # noqa: E402
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("MODELSCOPE_OFFLINE", "1")
 
 TRAIN_VARIANTS = {  # name -> swift sft overrides on top of the generated personalized-LoRA YAML
+    "default": [],  # the person_lora template as committed
     "bs4_gc": ["per_device_train_batch_size=4", "gradient_accumulation_steps=1"],
     "bs4_nogc": ["per_device_train_batch_size=4", "gradient_accumulation_steps=1", "gradient_checkpointing=false"],
     "bs8_nogc": ["per_device_train_batch_size=8", "gradient_accumulation_steps=1", "gradient_checkpointing=false"],
     "bs8_gc": ["per_device_train_batch_size=8", "gradient_accumulation_steps=1"],
     "bs16_gc": ["per_device_train_batch_size=16", "gradient_accumulation_steps=1"],
+    "bs6_nogc": ["per_device_train_batch_size=6", "gradient_accumulation_steps=1", "gradient_checkpointing=false"],
+    # Liger's Triton kernels (RMSNorm, RoPE, SwiGLU, fused linear + cross-entropy): `pip install liger-kernel`
+    "bs4_nogc_liger": ["per_device_train_batch_size=4", "gradient_accumulation_steps=1", "gradient_checkpointing=false",
+                       "use_liger_kernel=true"],
+    "bs8_nogc_liger": ["per_device_train_batch_size=8", "gradient_accumulation_steps=1", "gradient_checkpointing=false",
+                       "use_liger_kernel=true"],
+    "bs8_gc_liger": ["per_device_train_batch_size=8", "gradient_accumulation_steps=1", "use_liger_kernel=true"],
+    "bs12_nogc_liger": ["per_device_train_batch_size=12", "gradient_accumulation_steps=1", "gradient_checkpointing=false",
+                        "use_liger_kernel=true"],
 }
+HANDROLLED = {"handrolled_bs4_gc": (4, True), "handrolled_bs4_nogc": (4, False)}
 PIGG = {"global_samples": 90727, "test_samples": 10063, "folds": 30, "person_epochs": 3, "global_epochs": 1}
 
 
@@ -86,51 +98,125 @@ def timed_generate(engine, rows, batch, new_tokens, device) -> tuple[float, list
         return dt, [len(json.loads(x)["raw"]) for x in open(Path(d) / "p.jsonl")]
 
 
-def bench_eval(cfg, model_dir, device, n, batch, new_tokens, res, out_json, baselines=True, extra_batches=()):
+def eval_breakdown(engine, rows, batch, new_tokens, device, profile_to: Path | None = None) -> dict:
+    """Seconds per stage for one batch through swift's engine: CPU encode, collate + copy, vision
+    tower, prefill (the GPU floor: one forward over encoded inputs), generate (prefill + decode)."""
     import torch
-    from transformers import AutoProcessor, GenerationConfig
+    from swift.infer_engine import InferRequest
+    from transformers import GenerationConfig
 
-    from eval.run import build_engine, load_rows
+    from eval import gqa_decode
+
+    tpl, model = engine.template, engine.model
+    tpl.set_mode("transformers")
+    reqs = [InferRequest(messages=r["messages"][:1], images=r["images"]) for _, r in rows[:batch]]
+
+    def timed(fn):
+        sync(device)
+        t = time.time()
+        v = fn()
+        sync(device)
+        return v, time.time() - t
+
+    out = {"batch": len(reqs)}
+    (enc, _), out["encode_s"] = timed(lambda: engine._batch_encode(reqs, strict=True))
+    for x in enc:
+        x.pop("template_inputs", None)
+    (_, inputs), out["collate_copy_s"] = timed(lambda: tpl.pre_forward_hook(model, None, tpl.data_collator(enc)))
+    gen = GenerationConfig(max_new_tokens=new_tokens, min_new_tokens=new_tokens, do_sample=False,
+                           pad_token_id=151643, eos_token_id=151645)
+    with torch.inference_mode():
+        model.model.get_image_features(inputs["pixel_values"], inputs["image_grid_thw"])  # warm-up
+        _, out["vision_s"] = timed(lambda: model.model.get_image_features(inputs["pixel_values"],
+                                                                          inputs["image_grid_thw"]))
+        model(**inputs, logits_to_keep=1)
+        _, out["prefill_s"] = timed(lambda: model(**inputs, logits_to_keep=1))
+        _, out["generate_s"] = timed(lambda: model.generate(**inputs, generation_config=gen))
+        if gqa_decode.installed():  # the same generate with transformers' sdpa decode step
+            gqa_decode.uninstall()
+            _, out["generate_sdpa_decode_s"] = timed(lambda: model.generate(**inputs, generation_config=gen))
+            gqa_decode.install()
+        if profile_to is not None:  # the kernels of one prefill, most device time first
+            from torch.profiler import ProfilerActivity, profile
+
+            with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
+                model(**inputs, logits_to_keep=1)
+                sync(device)
+            table = prof.key_averages().table(sort_by="self_cuda_time_total", row_limit=30, max_name_column_width=70)
+            profile_to.write_text(f"one prefill, batch {out['batch']}, {out['prefill_s']:.3f} s untraced\n{table}\n")
+            log(f"profile: {profile_to}")
+    out["decode_s"] = out["generate_s"] - out["prefill_s"]
+    out["prefill_floor_samples_per_s"] = out["batch"] / out["prefill_s"]
+    return out
+
+
+def bench_eval(cfg, model_dir, device, n, batch, new_tokens, res, out_json, baselines=True, extra_batches=(),
+               profile=False):
+    import torch
+
+    from eval import gqa_decode
+    from eval.run import apply_liger, build_engine, load_rows
 
     rows = load_rows(Path(cfg["paths"]["data"]) / "swift" / "user_1" / "all.jsonl")
     rows = (rows * (1 + n // len(rows)))[:n]
-    # 1) the project's eval.run path: swift TransformersEngine, batched, sorted by size
-    engine = build_engine(str(model_dir), [], batch, device)
+    ev = cfg["eval"]
+    engine = build_engine(str(model_dir), [], batch, device)  # stock: transformers' sdpa, no Liger
     engine.generation_config.min_new_tokens = new_tokens  # random weights: force the answer length
-    dt, lens = timed_generate(engine, rows, batch, new_tokens, device)
+    model = engine.model
+
+    def measure(key, b=batch, what=""):
+        engine.max_batch_size = b
+        m = max(n, 2 * b)
+        dt, lens = timed_generate(engine, (rows * (1 + m // len(rows)))[:m], b, new_tokens, device)
+        res["eval"][key] = {"samples": m, "batch": b, "seconds": dt, "samples_per_s": m / dt,
+                            "answer_chars_mean": sum(lens) / len(lens)}
+        log(f"{key}{what}: {m / dt:.2f} samples/s (batch {b})")
+        save(res, out_json)
+
+    if baselines:  # on the stock model, before eval.run's speed-ups touch it
+        hf_baselines(cfg, model_dir, model, rows, device, n, batch, new_tokens, res, out_json)
+    # the project's eval.run path (swift TransformersEngine, size-sorted batches), one speed-up at a time
+    measure("eval_run_stock", what=" (swift engine, transformers' sdpa)")
+    if ev["gqa_decode"]:
+        gqa_decode.install()
+        measure("eval_run_gqa", what=" (+ GQA decode step)")
+    if ev["liger_kernel"] and device == "cuda":
+        apply_liger(model)  # in place: last
+    measure("eval_run", what=" (as the experiment configures it)")
     tpl = engine.template
     tpl.set_mode("transformers")
     from swift.infer_engine import InferRequest
 
     prompt_tokens = [len(tpl.encode(InferRequest(messages=r["messages"][:1], images=r["images"]))["input_ids"])
                      for _, r in rows[:8]]
-    res["eval"]["eval_run"] = {"samples": n, "batch": batch, "seconds": dt, "samples_per_s": n / dt,
-                               "prompt_tokens_mean": sum(prompt_tokens) / len(prompt_tokens),
-                               "answer_chars_mean": sum(lens) / len(lens)}
-    log(f"eval.run: {n / dt:.2f} samples/s (batch {batch}, prompt ≈ {res['eval']['eval_run']['prompt_tokens_mean']:.0f} tokens)")
-    save(res, out_json)
+    res["eval"]["eval_run"].update(prompt_tokens_mean=sum(prompt_tokens) / len(prompt_tokens),
+                                   gqa_decode=ev["gqa_decode"], liger_kernel=ev["liger_kernel"] and device == "cuda")
     for b in extra_batches:
-        engine.max_batch_size = b
-        m = max(n, 2 * b)
-        rb = (rows * (1 + m // len(rows)))[:m]
-        dt, _ = timed_generate(engine, rb, b, new_tokens, device)
-        res["eval"][f"eval_run_b{b}"] = {"samples": m, "batch": b, "seconds": dt, "samples_per_s": m / dt}
-        log(f"eval.run batch {b}: {m / dt:.2f} samples/s")
-        save(res, out_json)
-    model = engine.model
-    if not baselines:
-        engine = model = None  # free the GPU memory for the training runs
-        gc.collect()
-        if device == "cuda":
-            torch.cuda.empty_cache()
-        return
-    # 2) HF processor + generate, as PIGG did (batch 1), and 3) the same batched
+        measure(f"eval_run_b{b}", b=b)
+    engine.max_batch_size = batch
+    res["eval"]["breakdown"] = eval_breakdown(engine, rows, batch, new_tokens, device,
+                                              out_json.with_suffix(".prefill_profile.txt") if profile else None)
+    log(f"breakdown (batch {batch}): " + ", ".join(f"{k} {v:.3f}" for k, v in res["eval"]["breakdown"].items()
+                                                   if k != "batch"))
+    save(res, out_json)
+    gqa_decode.uninstall()
+    engine = model = None  # free the GPU memory for the training runs
+    gc.collect()
+    if device == "cuda":
+        torch.cuda.empty_cache()
+
+
+def hf_baselines(cfg, model_dir, model, rows, device, n, batch, new_tokens, res, out_json):
+    """PIGG's way (HF processor + generate, batch 1), the same batched, and a prefill-only pass."""
+    import torch
+    from PIL import Image
+    from transformers import AutoProcessor, GenerationConfig
+
     proc = AutoProcessor.from_pretrained(model_dir)
     budget = cfg["image_max_token_num"] * 32 * 32
     proc.image_processor.size = {"shortest_edge": 4 * 32 * 32, "longest_edge": budget}
     gen = GenerationConfig(max_new_tokens=new_tokens, min_new_tokens=new_tokens, do_sample=False,
                            pad_token_id=151643, eos_token_id=151645)
-    from PIL import Image
 
     def hf_inputs(chunk):
         texts, images = [], []
@@ -158,7 +244,7 @@ def bench_eval(cfg, model_dir, device, n, batch, new_tokens, res, out_json, base
                              "padded_prompt_tokens_mean": ntok / len(chunks)}
         log(f"{name}: {count / dt:.2f} samples/s")
         save(res, out_json)
-    # 4) prefill-only floor: one forward over the prompts, no decoding
+    # prefill only (one forward, no decoding), HF processor in the loop as in the batched baseline
     chunks = [rows[i:i + batch] for i in range(0, n, batch)]
     with torch.no_grad():
         model(**hf_inputs(chunks[0]), logits_to_keep=1)
@@ -168,24 +254,62 @@ def bench_eval(cfg, model_dir, device, n, batch, new_tokens, res, out_json, base
             model(**hf_inputs(c), logits_to_keep=1)
         sync(device)
     dt = time.time() - t
-    res["eval"]["prefill_only"] = {"samples": n, "batch": batch, "seconds": dt, "samples_per_s": n / dt}
-    log(f"prefill only: {n / dt:.2f} samples/s")
+    res["eval"]["prefill_only"] = {"samples": n, "batch": batch, "seconds": dt, "samples_per_s": n / dt,
+                                   "note": "HF processor on the CPU inside the timed loop"}
+    log(f"prefill only (with HF processor): {n / dt:.2f} samples/s")
     save(res, out_json)
-    engine = model = None
-    gc.collect()
-    if device == "cuda":
-        torch.cuda.empty_cache()
+
+
+def train_encoder(cfg, model_dir):
+    """HF-processor encoding of training rows (prompt + answer, labels on the answer only), at the
+    experiment's image budget: the hand-rolled loop's batches, and the token count of a sample."""
+    from PIL import Image
+    from transformers import AutoProcessor
+
+    proc = AutoProcessor.from_pretrained(model_dir)
+    budget = cfg["image_max_token_num"] * 32 * 32
+    proc.image_processor.size = {"shortest_edge": 4 * 32 * 32, "longest_edge": budget}
+
+    def encode(chunk):
+        prompts, fulls, images = [], [], []
+        for _, r in chunk:
+            user = [{"role": "user", "content": [{"type": "image"},
+                                                 {"type": "text", "text": r["messages"][0]["content"].replace("<image>", "")}]}]
+            answer = [{"role": "assistant", "content": [{"type": "text", "text": r["messages"][1]["content"]}]}]
+            prompts.append(proc.apply_chat_template(user, add_generation_prompt=True, tokenize=False))
+            fulls.append(proc.apply_chat_template(user + answer, tokenize=False))
+            images.append(Image.open(r["images"][0]).convert("RGB"))
+        enc = proc(text=fulls, images=images, padding=True, padding_side="right", return_tensors="pt")
+        labels = enc["input_ids"].clone()
+        labels[enc["attention_mask"] == 0] = -100
+        for i, (pr, im) in enumerate(zip(prompts, images)):
+            labels[i, :proc(text=[pr], images=[im], return_tensors="pt")["input_ids"].shape[1]] = -100
+        enc["labels"] = labels
+        return enc
+
+    return encode
+
+
+def train_tokens_per_sample(cfg, model_dir, n: int = 16) -> float:
+    from data_prep.export import swift_paths
+    from eval.run import load_rows
+
+    enc = train_encoder(cfg, model_dir)(load_rows(swift_paths(cfg, 1, 0)["train"])[:n])
+    return float(enc["attention_mask"].sum()) / len(enc["attention_mask"])
 
 
 def bench_train(cfg, model_dir, device, steps, res, out_json, variants):
+    import shutil
+
     from swift_configs.generate import render
 
     cfg = {**cfg, "train": {**cfg["train"], "person_base": str(model_dir)}}
-    tokens = res["eval"].get("eval_run", {}).get("prompt_tokens_mean", 0) + 30
+    tokens = res.setdefault("train_tokens_per_sample", train_tokens_per_sample(cfg, model_dir))
     for name, ov in variants:
         run = render(cfg, "person", user=1, fold=0, gpus="0" if device == "cuda" else "cpu",
-                     overrides=[f"max_steps={steps}", "logging_steps=1", "save_strategy='no'",
-                                "dataloader_num_workers=4" if device == "cuda" else "dataloader_num_workers=0"] + ov)
+                     overrides=[f"max_steps={steps}", "logging_steps=1", "save_strategy='no'"]
+                     + ([] if device == "cuda" else ["dataloader_num_workers=0"]) + ov)
+        shutil.rmtree(run.run_dir, ignore_errors=True)  # each variant its own logging.jsonl
         run.run_dir.mkdir(parents=True, exist_ok=True)
         run.write()
         env = {**os.environ, **{k: str(v) for k, v in run.env.items()}, **run.proc_env,
@@ -193,13 +317,13 @@ def bench_train(cfg, model_dir, device, steps, res, out_json, variants):
         if device == "cuda":
             env["CUDA_VISIBLE_DEVICES"] = os.environ.get("CUDA_VISIBLE_DEVICES", "0")
         t = time.time()
-        p = subprocess.run(run.command(), env=env, capture_output=True, text=True, cwd=run.run_dir)
+        rc, output, marks = run_polled(run.command(), env, run.run_dir, run.run_dir / "logging.jsonl")
         wall = time.time() - t
         logs = [json.loads(x) for x in (run.run_dir / "logging.jsonl").read_text().splitlines()] \
             if (run.run_dir / "logging.jsonl").exists() else []
         final = next((x for x in reversed(logs) if "train_runtime" in x), None)
-        if p.returncode != 0 or final is None:
-            res["train"][name] = {"error": (p.stdout + p.stderr)[-1500:]}
+        if rc != 0 or final is None:
+            res["train"][name] = {"error": output[-1500:], "overrides": ov}
             log(f"train {name}: FAILED")
             save(res, out_json)
             continue
@@ -207,26 +331,102 @@ def bench_train(cfg, model_dir, device, steps, res, out_json, variants):
         mem = max((float(str(x.get("memory(GiB)", 0))) for x in step_logs), default=0.0)
         bs = run.args["per_device_train_batch_size"] * run.args["gradient_accumulation_steps"]
         sps = float(final["train_samples_per_second"])
+        rate = steady_rate(marks)
+        steady = rate * bs if rate else None
+        med = median_step_s(marks)
         res["train"][name] = {"steps": steps, "batch": bs, "samples_per_s": sps, "tokens_per_s": sps * tokens,
+                              "steady_samples_per_s": steady, "steady_tokens_per_s": steady and steady * tokens,
+                              "median_step_s": med, "median_step_tokens_per_s": med and bs / med * tokens,
                               "train_runtime_s": float(final["train_runtime"]), "wall_s": wall,
-                              "peak_mem_gib": mem, "overrides": ov}
-        log(f"train {name}: {sps:.2f} samples/s ≈ {sps * tokens:.0f} tokens/s, peak {mem} GiB")
+                              "peak_mem_gib": mem, "overrides": ov, "step_marks_s": marks}
+        log(f"train {name}: {sps:.2f} samples/s ≈ {sps * tokens:.0f} tokens/s over the run; steady (after step 5) "
+            f"{steady or 0:.2f} samples/s ≈ {(steady or 0) * tokens:.0f} tokens/s; peak {mem} GiB")
         save(res, out_json)
 
 
-def estimate(res):
-    """GPU-hours of the whole protocol on one GPU from the measured rates (1 GPU, no overlap)."""
-    ev = res["eval"].get("eval_run", {}).get("samples_per_s")
-    tr = max((v.get("samples_per_s") or 0 for v in res["train"].values()), default=0)
+def bench_handrolled(cfg, model_dir, device, steps, res, out_json, batch=4, checkpointing=True):
+    """The baseline the issue asks for: a plain PEFT LoRA loop (transformers + peft + AdamW) with the
+    person_lora settings (r 8, alpha 32, dropout 0.1, all linear layers of the language model, vision
+    frozen) on the same fold's training rows, batches encoded by the HF processor before the timed loop."""
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import Qwen3VLForConditionalGeneration
+
+    from data_prep.export import swift_paths
+    from eval.run import load_rows
+
+    name = f"handrolled_bs{batch}_{'gc' if checkpointing else 'nogc'}"
+    dev = "cuda" if device == "cuda" else "cpu"
+    rows = load_rows(swift_paths(cfg, 1, 0)["train"])
+    encode = train_encoder(cfg, model_dir)
+    batches = [encode(rows[i:i + batch]) for i in range(0, min(len(rows), batch * 6), batch)]
+    model = Qwen3VLForConditionalGeneration.from_pretrained(
+        model_dir, dtype=torch.bfloat16 if dev == "cuda" else torch.float32, attn_implementation="sdpa").to(dev)
+    model.requires_grad_(False)
+    model = get_peft_model(model, LoraConfig(
+        r=8, lora_alpha=32, lora_dropout=0.1,
+        target_modules=r".*language_model.*\.(q_proj|k_proj|v_proj|o_proj|gate_proj|up_proj|down_proj)"))
+    if checkpointing:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        model.enable_input_require_grads()
+    model.train()
+    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=2e-5, weight_decay=0.01)
+    if dev == "cuda":
+        torch.cuda.reset_peak_memory_stats()
+    marks, ntok, t0 = [], [], time.time()
+    for step in range(1, steps + 1):
+        inp = batches[(step - 1) % len(batches)].to(dev)
+        loss = model(**inp).loss
+        loss.backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        sync(device)
+        marks.append((step, time.time() - t0))
+        ntok.append(int(inp["attention_mask"].sum()))
+    rate = steady_rate(marks)
+    per_sample = sum(ntok) / len(ntok) / batch
+    tok_s = rate * batch * per_sample if rate else None
+    med = median_step_s(marks)
+    res["train"][name] = {"steps": steps, "batch": batch, "steady_samples_per_s": rate and rate * batch,
+                          "steady_tokens_per_s": tok_s, "tokens_per_sample": per_sample, "median_step_s": med,
+                          "median_step_tokens_per_s": med and batch / med * per_sample,
+                          "peak_mem_gib": torch.cuda.max_memory_allocated() / 2**30 if dev == "cuda" else None,
+                          "peak_reserved_gib": torch.cuda.max_memory_reserved() / 2**30 if dev == "cuda" else None,
+                          "step_marks_s": marks}
+    log(f"train {name}: steady {rate and rate * batch or 0:.2f} samples/s ≈ {tok_s or 0:.0f} tokens/s, "
+        f"peak {res['train'][name]['peak_mem_gib']} GiB")
+    save(res, out_json)
+    del model, opt, batches
+    gc.collect()
+    if dev == "cuda":
+        torch.cuda.empty_cache()
+
+
+def estimate(res, zero_json: Path = ROOT / "bench" / "results" / "zero3_global_2gpu_bs4.json"):
+    """GPU-hours of the whole protocol from the measured rates (no overlap): evals and personalized folds
+    at this run's best eval.run and batch-4 swift-LoRA rates; global full FT at the ZeRO-3 rate per GPU of
+    bench/zero3_global.py when its result file exists, else at the LoRA rate (a lower bound)."""
+    ev = max((v.get("samples_per_s") or 0 for k, v in res["eval"].items() if k.startswith("eval_run")), default=0)
+    # swift runs at PIGG's personalized batch (4), the best of them
+    tr = max((v.get("steady_samples_per_s") or v.get("samples_per_s") or 0 for k, v in res["train"].items()
+              if not k.startswith("handrolled") and v.get("batch") == 4), default=0)
     if not ev or not tr:
         return None
     t, e = PIGG["test_samples"], PIGG["person_epochs"]
-    est = {"vanilla_eval_h": t / ev / 3600, "global_eval_h": t / ev / 3600,
+    est = {"eval_samples_per_s": ev, "person_train_samples_per_s": tr,
+           "vanilla_eval_h": t / ev / 3600, "global_eval_h": t / ev / 3600,
            # every test sample is in the training set of K-1 = 2 of its user's 3 folds, 3 epochs each
-           "person_train_h": 2 * t * e / tr / 3600, "person_eval_h": t / ev / 3600,
-           "global_train_h": PIGG["global_samples"] * PIGG["global_epochs"] / tr / 3600,
-           "note": "global full FT estimated at the measured LoRA samples/s (full FT adds optimizer and "
-                   "gradient work; ZeRO-3 over several GPUs changes it): a lower bound"}
+           "person_train_h": 2 * t * e / tr / 3600, "person_eval_h": t / ev / 3600}
+    z = json.loads(zero_json.read_text()) if zero_json.exists() else {}
+    zr = z.get("steady_tokens_per_s_per_gpu")
+    if zr:
+        tok = res.get("train_tokens_per_sample") or 1082
+        est["global_train_h"] = PIGG["global_samples"] * PIGG["global_epochs"] * tok / zr / 3600
+        est["global_note"] = (f"global full FT at {zr:.0f} tokens/s per GPU (ZeRO-{z['zero']}, batch "
+                              f"{z['per_device_batch']} x {z['grad_accum']}, {zero_json.name}), in GPU-hours")
+    else:
+        est["global_train_h"] = PIGG["global_samples"] * PIGG["global_epochs"] / tr / 3600
+        est["global_note"] = "global full FT at the LoRA samples/s (full FT does more work): a lower bound"
     est["total_gpu_h"] = sum(v for k, v in est.items() if k.endswith("_h"))
     return est
 
@@ -240,16 +440,31 @@ def main(argv=None):
     p.add_argument("--batch", type=int, default=64)
     p.add_argument("--new-tokens", type=int, default=24)
     p.add_argument("--train-steps", type=int, default=25)
-    p.add_argument("--skip", choices=["eval", "train", "baselines"], action="append", default=[])
+    p.add_argument("--skip", choices=["eval", "train", "baselines", "handrolled"], action="append", default=[])
     p.add_argument("--eval-batches", type=int, nargs="+", default=None, help="extra eval.run batch sizes")
     p.add_argument("--train-variants", nargs="+", choices=sorted(TRAIN_VARIANTS), default=None)
+    p.add_argument("--handrolled", nargs="+", choices=sorted(HANDROLLED), default=None,
+                   help="hand-rolled PEFT loop variants (default: handrolled_bs4_gc)")
+    p.add_argument("--tag", default="", help="suffix of the result file name")
+    p.add_argument("--profile", action="store_true", help="write the kernel table of one prefill next to the result")
+    p.add_argument("--estimate", metavar="RESULT_JSON", nargs="+",
+                   help="only print the protocol estimate from saved results (their eval and train parts merged)")
     p.add_argument("--out", default=str(ROOT / "bench" / "results"))
     a = p.parse_args(argv)
+    if a.estimate:
+        merged = {"eval": {}, "train": {}}
+        for f in a.estimate:
+            r = json.loads(Path(f).read_text())
+            merged["eval"].update(r["eval"])
+            merged["train"].update(r["train"])
+            merged.setdefault("train_tokens_per_sample", r.get("train_tokens_per_sample"))
+        print(json.dumps(estimate(merged), indent=1))
+        return
     if a.quick:
         a.n_eval, a.batch, a.train_steps = 8, 4, 2
     budget = 980 if a.shape == "8b" else 32
     os.environ["IMAGE_MAX_TOKEN_NUM"] = str(budget)
-    out_json = Path(a.out) / f"gpu_bench_{a.device}{'_quick' if a.quick else ''}.json"
+    out_json = Path(a.out) / f"gpu_bench_{a.device}{'_quick' if a.quick else ''}{a.tag and '_' + a.tag}.json"
     import torch
     import transformers
 
@@ -267,7 +482,11 @@ def main(argv=None):
     log(f"model ready ({time.time() - t0:.0f}s)")
     if "eval" not in a.skip:
         bench_eval(cfg, model_dir, a.device, a.n_eval, a.batch, a.new_tokens, res, out_json,
-                   baselines="baselines" not in a.skip, extra_batches=a.eval_batches or [])
+                   baselines="baselines" not in a.skip, extra_batches=a.eval_batches or [], profile=a.profile)
+    if "handrolled" not in a.skip:
+        for h in (a.handrolled or ["handrolled_bs4_gc"])[:1 if a.quick else None]:
+            bench_handrolled(cfg, model_dir, a.device, a.train_steps if a.quick else max(a.train_steps, 20), res,
+                             out_json, *HANDROLLED[h])
     if "train" not in a.skip:
         variants = [(v, TRAIN_VARIANTS[v]) for v in (a.train_variants or ["bs4_gc", "bs4_nogc"])]
         if a.quick:

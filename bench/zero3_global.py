@@ -1,19 +1,20 @@
 """Global full fine-tuning of the 8B-shaped model with DeepSpeed ZeRO over several GPUs, measured.
 
-Usage: python bench/zero3_global.py --gpus 0,1 [--zero 3] [--steps 6]
+Usage: python bench/zero3_global.py --gpus 0,1 [--variants 3:1:gc 3:4:gc 2:4:gc] [--steps 20]
 
 Runs `python -m swift_configs.train --full --gpus 0,1` (what scripts/2_finetune_global.sh runs; ZeRO
 from train.zero_stage) on phone-sized synthetic data for a few steps with PIGG's global settings
-(batch 1 x accum 8, gradient checkpointing), then checks that the saved checkpoint loads and that
-its vision tower and aligner equal the base. Writes bench/results/zero{N}_global_<n>gpu.json with
-tokens/s per GPU and peak memory.
+(effective batch 8 per GPU: PIGG's 1 x accum 8, or 4 x 2, ...), then checks that the saved checkpoint
+loads and that its vision tower and aligner equal the base. Writes one
+bench/results/zero{N}_global_<n>gpu_bs{B}[_nogc].json per variant with tokens/s per GPU over the whole
+run and in the steady state (after step 5, timed from outside as each step's log line lands), and peak memory.
 """
 from __future__ import annotations
 
 import argparse
 import json
 import os
-import subprocess
+import shutil
 import sys
 import tempfile
 import time
@@ -22,75 +23,100 @@ from pathlib import Path
 import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # bench/_common.py
-from _common import ROOT, prepare_experiment  # noqa: E402
+from _common import ROOT, prepare_experiment, run_polled, steady_rate  # noqa: E402
+
+TOKENS = 1082  # per sample: prompt ≈ 1052 (measured by gpu_bench) + answer ≈ 30
 
 
-def main(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--gpus", default="0,1")
-    p.add_argument("--zero", type=int, default=3)
-    p.add_argument("--steps", type=int, default=6)
-    p.add_argument("--shape", choices=["tiny", "8b"], default="8b")
-    p.add_argument("--bs", type=int, default=1, help="per-GPU batch; accumulation = 8 / bs (effective 8 per GPU)")
-    p.add_argument("--no-gc", action="store_true", help="gradient checkpointing off")
-    p.add_argument("--out", default=str(ROOT / "bench" / "results"))
-    a = p.parse_args(argv)
-    from build_tiny_model import build
-    from data_prep.synth import synth
-    from safetensors import safe_open
+def parse_variant(v: str) -> dict:
+    """"3:4:gc" -> ZeRO stage 3, per-GPU batch 4 (accumulation 8 / 4), gradient checkpointing on."""
+    try:
+        zero, bs, g = v.split(":")
+        assert g in ("gc", "nogc") and int(zero) in (2, 3) and int(bs) > 0
+    except (ValueError, AssertionError):
+        raise SystemExit(f"--variants: {v!r} is not ZERO:BATCH:gc|nogc (e.g. 3:4:gc)")
+    return {"zero": int(zero), "bs": int(bs), "gc": g == "gc"}
 
-    tmp = Path(tempfile.mkdtemp(prefix="pigg_z3_"))
-    synth(tmp / "raw", users=3, episodes=60, seed=0, scale=1.0, defects=False, test_users=1, test_episodes=10)
-    model = build(tmp / "model", a.shape, device="cuda", dtype="bfloat16")
-    cfg_path, cfg = prepare_experiment(tmp, model, "z3", {
-        "users": {"test": "1", "global": "2-3"}, "train": {"zero_stage": a.zero, "global_overrides": {
-            "max_steps": a.steps, "save_steps": a.steps, "logging_steps": 1, "save_only_model": True,
-            "dataloader_num_workers": 2, "per_device_train_batch_size": a.bs,
-            "gradient_accumulation_steps": max(1, 8 // a.bs), "gradient_checkpointing": not a.no_gc}}})
+
+def run_variant(tmp: Path, model: Path, gpus: str, steps: int, v: dict, out_dir: Path) -> dict:
+    name = f"z{v['zero']}_bs{v['bs']}_{'gc' if v['gc'] else 'nogc'}"
+    cfg_path, cfg = prepare_experiment(tmp, model, name, {
+        "users": {"test": "1", "global": "2-3"}, "train": {"zero_stage": v["zero"], "global_overrides": {
+            "max_steps": steps, "save_steps": steps, "logging_steps": 1, "save_only_model": True,
+            "dataloader_num_workers": 2, "per_device_train_batch_size": v["bs"],
+            "gradient_accumulation_steps": max(1, 8 // v["bs"]), "gradient_checkpointing": v["gc"]}}})
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
+    run = tmp / "runs" / name / "global_full"
     t = time.time()
-    pr = subprocess.run([sys.executable, "-m", "swift_configs.train", "--config", str(cfg_path), "--gpus", a.gpus,
-                         "--full"], cwd=ROOT, env=env, capture_output=True, text=True)
+    rc, output, marks = run_polled([sys.executable, "-m", "swift_configs.train", "--config", str(cfg_path),
+                                    "--gpus", gpus, "--full"], env, ROOT, run / "logging.jsonl")
     wall = time.time() - t
-    run = tmp / "runs" / "z3" / "global_full"
-    res = {"gpus": a.gpus, "zero": a.zero, "steps": a.steps, "rc": pr.returncode, "wall_s": wall,
-           "log_tail": (pr.stdout + pr.stderr)[-2000:]}
+    n_gpu = len(gpus.split(","))
+    accum = max(1, 8 // v["bs"])
+    res = {"gpus": gpus, "zero": v["zero"], "steps": steps, "rc": rc, "wall_s": wall, "log_tail": output[-2000:],
+           "per_device_batch": v["bs"], "grad_accum": accum, "gradient_checkpointing": v["gc"], "step_marks_s": marks}
     if (run / "train.log").exists():
         res["train_log_tail"] = (run / "train.log").read_text(errors="replace")[-3000:]
     logs = [json.loads(x) for x in (run / "logging.jsonl").read_text().splitlines()] if (run / "logging.jsonl").exists() else []
     final = next((x for x in reversed(logs) if "train_runtime" in x), None)
     if final:
-        n_gpu = len(a.gpus.split(","))
-        tokens = 1082  # prompt ≈ 1052 (measured by gpu_bench) + answer ≈ 30
-        sps = float(final["train_samples_per_second"])
-        res.update(samples_per_s=sps, tokens_per_s_per_gpu=sps * tokens / n_gpu, train_runtime_s=float(final["train_runtime"]),
+        sps = float(final["train_samples_per_second"])  # includes warm-up and the checkpoint save
+        rate = steady_rate(marks)  # optimizer steps/s after step 5
+        steady = rate * v["bs"] * accum * n_gpu if rate else None
+        res.update(samples_per_s=sps, tokens_per_s_per_gpu=sps * TOKENS / n_gpu, train_runtime_s=float(final["train_runtime"]),
+                   steady_samples_per_s=steady, steady_tokens_per_s_per_gpu=steady and steady * TOKENS / n_gpu,
                    peak_mem_gib=max((float(str(x.get("memory(GiB)", 0))) for x in logs if "loss" in x), default=None))
     if (run / "DONE").exists():
         ckpt = Path(yaml.safe_load((run / "DONE").read_text())["checkpoint"])
         res["checkpoint"] = str(ckpt)
-
-        def visual(folder):
-            out = {}
-            for f in folder.glob("*.safetensors"):
-                with safe_open(f, "pt") as st:
-                    for k in st.keys():
-                        if ".visual." in k or k.startswith("visual."):
-                            out[k] = st.get_tensor(k)
-            return out
-        b, n = visual(model), visual(ckpt)
+        b, n = visual_tensors(model), visual_tensors(ckpt)
         res["vision_keys"] = len(b)
         res["vision_equal"] = bool(b) and set(b) == set(n) and all(b[k].equal(n[k]) for k in b)
         from transformers import AutoConfig
 
         res["checkpoint_config_loads"] = AutoConfig.from_pretrained(ckpt).model_type
-    res.update(per_device_batch=a.bs, grad_accum=max(1, 8 // a.bs), gradient_checkpointing=not a.no_gc)
-    out = Path(a.out) / f"zero{a.zero}_global_{len(a.gpus.split(','))}gpu_bs{a.bs}.json"
+        shutil.rmtree(ckpt.parent, ignore_errors=True)  # ~17 GB per checkpoint of the 8B shape: keep the disk
+    out = out_dir / f"zero{v['zero']}_global_{n_gpu}gpu_bs{v['bs']}{'' if v['gc'] else '_nogc'}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(res, indent=1) + "\n")
-    print(json.dumps({k: v for k, v in res.items() if "tail" not in k}, indent=1))
-    if pr.returncode:
+    print(json.dumps({k: x for k, x in res.items() if "tail" not in k and k != "step_marks_s"}, indent=1), flush=True)
+    if rc:
         print(res.get("train_log_tail", "")[-2500:])
-    print(f"wrote {out}")
+    print(f"wrote {out}", flush=True)
+    return res
+
+
+def visual_tensors(folder: Path) -> dict:
+    from safetensors import safe_open
+
+    out = {}
+    for f in folder.glob("*.safetensors"):
+        with safe_open(f, "pt") as st:
+            for k in st.keys():
+                if ".visual." in k or k.startswith("visual."):
+                    out[k] = st.get_tensor(k)
+    return out
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--gpus", default="0,1")
+    p.add_argument("--variants", nargs="+", default=["3:1:gc"],
+                   help="ZERO:BATCH:gc|nogc each (per-GPU batch; accumulation 8 / batch); default PIGG's 3:1:gc")
+    p.add_argument("--steps", type=int, default=6)
+    p.add_argument("--shape", choices=["tiny", "8b"], default="8b")
+    p.add_argument("--out", default=str(ROOT / "bench" / "results"))
+    a = p.parse_args(argv)
+    variants = [parse_variant(v) for v in a.variants]
+    from build_tiny_model import build
+    from data_prep.synth import synth
+
+    tmp = Path(tempfile.mkdtemp(prefix="pigg_z3_"))
+    synth(tmp / "raw", users=3, episodes=60, seed=0, scale=1.0, defects=False, test_users=1, test_episodes=10)
+    model = build(tmp / "model", a.shape, device="cuda" if a.shape == "8b" else "cpu",
+                  dtype="bfloat16" if a.shape == "8b" else "float32")
+    for v in variants:
+        run_variant(tmp, model, a.gpus, a.steps, v, Path(a.out))
 
 
 if __name__ == "__main__":

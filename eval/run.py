@@ -90,9 +90,19 @@ def make_record(sid: str, row: dict, text: str, meta: dict | None) -> dict:
     return rec
 
 
-def build_engine(model: str, adapters: list[str], batch_size: int, device: str, overrides: dict | None = None):
+def build_engine(model: str, adapters: list[str], batch_size: int, device: str, overrides: dict | None = None,
+                 gqa_decode: bool = False, liger_kernel: bool = False):
+    """swift's TransformersEngine on one device; ``gqa_decode``: decode steps through eval/gqa_decode.py;
+    ``liger_kernel``: Liger's Triton RMSNorm / RoPE / SwiGLU in the language model (GPU only)."""
     import torch
     from swift.infer_engine import TransformersEngine
+
+    from . import gqa_decode as gqa
+
+    if gqa_decode:
+        gqa.install()
+    else:
+        gqa.uninstall()
 
     on_cpu = device == "cpu" or not torch.cuda.is_available()
     kwargs = dict(adapters=adapters or None, max_batch_size=batch_size,
@@ -100,7 +110,19 @@ def build_engine(model: str, adapters: list[str], batch_size: int, device: str, 
                   device_map="cpu" if on_cpu else "cuda:0", **(overrides or {}))
     if not (Path(model) / "args.json").exists():
         kwargs["model_type"] = "qwen3_vl"  # a raw model folder; a swift checkpoint names its own
-    return TransformersEngine(model, **kwargs)
+    engine = TransformersEngine(model, **kwargs)
+    if liger_kernel and not on_cpu:
+        apply_liger(engine.model)
+    return engine
+
+
+def apply_liger(model) -> None:
+    try:
+        from liger_kernel.transformers import _apply_liger_kernel_to_instance
+    except ImportError:
+        raise SystemExit("eval.liger_kernel: true needs the liger-kernel package (pip install -e '.[gpu]'); "
+                         "or set it false in the experiment")
+    _apply_liger_kernel_to_instance(model=model.get_base_model() if hasattr(model, "get_base_model") else model)
 
 
 def generate(engine, rows: list[tuple[str, dict]], pred_file: Path, batch_size: int, max_new_tokens: int,
@@ -173,7 +195,8 @@ def _worker(args, cfg, jobs, shard: int, num_shards: int, device: str) -> None:
         todo.append((mine, out))
     if not any(m for m, _ in todo):
         return
-    engine = build_engine(args.model, args.adapters, args.batch_size, device, cfg["eval"]["overrides"])
+    engine = build_engine(args.model, args.adapters, args.batch_size, device, cfg["eval"]["overrides"],
+                          gqa_decode=cfg["eval"]["gqa_decode"], liger_kernel=cfg["eval"]["liger_kernel"])
     name = PRED_FILE if num_shards == 1 else f"predictions.shard{shard}.jsonl"
     for mine, out in todo:
         generate(engine, mine, out / name, args.batch_size, args.max_new_tokens, meta)

@@ -26,7 +26,7 @@ import yaml
 from data_prep.config import ROOT, ConfigError, add_config_args, load_experiment
 from data_prep.io import atomic_open, write_json
 
-from .generate import Run, marker_checkpoint, render
+from .generate import Run, marker_checkpoint, missing_packages, render
 
 PACKAGES = ("torch", "torchvision", "transformers", "ms-swift", "peft", "qwen-vl-utils", "deepspeed", "flash-attn")
 
@@ -128,6 +128,9 @@ def final_checkpoint(run_dir: Path) -> Path:
 
 def execute(run: Run, log_name: str = "train.log", extra_env: dict | None = None, echo: bool = True) -> Path:
     """Run swift sft for a prepared run; on success write TRAINED and return the final checkpoint."""
+    missing = missing_packages(run)
+    if missing:
+        raise ConfigError(f"{run.yaml_path}: cannot start swift sft:\n  " + "\n  ".join(missing))
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "MODELSCOPE_OFFLINE": "1", **run.proc_env, **(extra_env or {})}
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
     log = run.run_dir / log_name

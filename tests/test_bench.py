@@ -13,11 +13,33 @@ pytestmark = pytest.mark.slow
 def test_gpu_bench_runs_on_cpu_with_the_tiny_model(tmp_path):
     run_cli("bench/gpu_bench.py", "--shape", "tiny", "--device", "cpu", "--quick", "--out", str(tmp_path))
     r = json.loads((tmp_path / "gpu_bench_cpu_quick.json").read_text())
-    for k in ("eval_run", "hf_batch1_pigg", "hf_batched", "prefill_only"):
+    for k in ("eval_run", "eval_run_stock", "eval_run_gqa", "hf_batch1_pigg", "hf_batched", "prefill_only"):
         assert r["eval"][k]["samples_per_s"] > 0, k
     assert r["eval"]["eval_run"]["prompt_tokens_mean"] > 32  # image tokens + the PIGG prompt
-    assert r["train"]["bs4_gc"]["samples_per_s"] > 0 and "error" not in r["train"]["bs4_gc"]
+    assert r["eval"]["eval_run"]["gqa_decode"] is True and r["eval"]["eval_run"]["liger_kernel"] is False  # CPU
+    b = r["eval"]["breakdown"]
+    assert b["batch"] == 4 and min(b[k] for k in ("encode_s", "vision_s", "prefill_s", "generate_s")) > 0
+    assert b["generate_s"] > b["prefill_s"] and b["generate_sdpa_decode_s"] > b["prefill_s"]  # 24 forced new tokens
+    swift = r["train"]["bs4_gc"]
+    assert "error" not in swift and swift["samples_per_s"] > 0 and swift["steady_samples_per_s"] > 0
+    assert [s for s, _ in swift["step_marks_s"]] == [1, 2]  # each step's log line was seen, in order
+    hand = r["train"]["handrolled_bs4_gc"]
+    assert hand["steady_tokens_per_s"] > 0 and hand["tokens_per_sample"] > r["eval"]["eval_run"]["prompt_tokens_mean"]
     assert r["estimate_gpu_hours"]["total_gpu_h"] > 0
+
+
+def test_steady_rate_skips_the_warm_up_steps():
+    import sys
+
+    from conftest import ROOT
+
+    sys.path.insert(0, str(ROOT / "bench"))
+    from _common import steady_rate
+
+    marks = [(1, 10.0), (2, 11.0), (3, 12.0), (4, 12.5), (5, 13.0), (6, 13.5), (7, 14.0), (8, 14.5)]
+    assert steady_rate(marks) == 3 / 1.5  # steps 5 -> 8
+    assert steady_rate([(1, 3.0), (2, 5.0)]) == 0.5  # short runs: from the first step
+    assert steady_rate([(1, 3.0)]) is None
 
 
 def test_data_build_bench_small(tmp_path):

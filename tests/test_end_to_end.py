@@ -90,6 +90,31 @@ def test_eval_input_is_training_encoding_minus_answer(e2e):
     assert 0 < image_tokens <= e2e["cfg"]["image_max_token_num"]
 
 
+def test_gqa_decode_gives_the_same_answers_as_sdpa(e2e, tmp_path):
+    """eval.run's GQA decode step (eval.gqa_decode, on by default) changes no answer of a batched run."""
+    from transformers.modeling_utils import AttentionInterface
+
+    from eval import gqa_decode
+    from eval.run import build_engine, generate, load_rows
+
+    os.environ["IMAGE_MAX_TOKEN_NUM"] = str(e2e["cfg"]["image_max_token_num"])
+    engine = build_engine(str(e2e["model"]), [], 3, "cpu", gqa_decode=True)
+    rows = load_rows(Path(e2e["cfg"]["paths"]["data"]) / "swift" / "user_1" / "all.jsonl")[:7]
+    mapping, steps = AttentionInterface._global_mapping, []
+    mapping["sdpa"] = lambda m, q, *a, **kw: steps.append(q.shape[2]) or gqa_decode._attention(m, q, *a, **kw)
+    try:
+        generate(engine, rows, tmp_path / "a.jsonl", 3, 12, {}, progress=False)
+        assert steps.count(1) >= 3 * 11 * 2  # 3 batches x 11 decode steps x 2 LM layers went through it
+        mapping["sdpa"] = gqa_decode._original
+        generate(engine, rows, tmp_path / "b.jsonl", 3, 12, {}, progress=False)
+    finally:
+        mapping["sdpa"] = gqa_decode._attention
+        gqa_decode.uninstall()  # transformers' own sdpa again, for the other tests
+    a, b = ([json.loads(x) for x in open(tmp_path / f)] for f in ("a.jsonl", "b.jsonl"))
+    assert len(a) == 7 and [x["id"] for x in a] == [x["id"] for x in b]
+    assert [x["raw"] for x in a] == [x["raw"] for x in b]
+
+
 def _wait_for(cond, proc, timeout):
     t0 = time.time()
     while time.time() - t0 < timeout:

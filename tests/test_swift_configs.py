@@ -72,8 +72,31 @@ def test_pigg_defaults_in_templates(fake_global):
     g = render(load_experiment("pigg", ["paths.data=" + fake_global["paths"]["data"],
                                         "paths.model=" + fake_global["paths"]["model"]]), "global", gpus="0").args
     assert (g["learning_rate"], g["num_train_epochs"], g["per_device_train_batch_size"],
-            g["gradient_accumulation_steps"], g["warmup_steps"], g["weight_decay"]) == (1e-6, 1, 1, 8, 50, 0.01)
+            g["gradient_accumulation_steps"], g["warmup_steps"], g["weight_decay"]) == (1e-6, 1, 4, 2, 50, 0.01)
     assert g["tuner_type"] == "full" and g["torch_dtype"] == "bfloat16" and g["gradient_checkpointing"]
+    # PIGG's effective batch: 8 per GPU for global (1 x 8 there), 4 for personalized (1 x 4 there)
+    assert g["per_device_train_batch_size"] * g["gradient_accumulation_steps"] == 8
+    p = render(fake_global, "person", user=1, fold=0, gpus="0").args
+    assert p["per_device_train_batch_size"] * p["gradient_accumulation_steps"] == 4
+
+
+def test_liger_kernels_on_gpu_only_and_a_missing_package_is_named(fake_global, monkeypatch):
+    import importlib.util
+
+    from swift_configs.generate import missing_packages
+
+    gpu = render(fake_global, "person", user=1, fold=0, gpus="0")
+    assert gpu.args["use_liger_kernel"] is True
+    cpu = render(fake_global, "person", user=1, fold=0, gpus="cpu")
+    assert cpu.args["use_liger_kernel"] is False and missing_packages(cpu) == []
+    with pytest.raises(ConfigError, match="command line: use_liger_kernel=true: use_liger_kernel needs a GPU"):
+        render(fake_global, "person", user=1, fold=0, gpus="cpu", overrides=["use_liger_kernel=true"])
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda n, *a: None if n == "liger_kernel" else real(n, *a))
+    (msg,) = missing_packages(gpu)
+    assert "templates/person_lora.yaml" in msg and "pip install -e '.[gpu]'" in msg
+    assert missing_packages(render(fake_global, "person", user=1, fold=0, gpus="0",
+                                   overrides=["use_liger_kernel=false"])) == []
 
 
 def test_validation_reports_every_problem_with_file_and_key(fake_global):
