@@ -1,16 +1,20 @@
 """One-GPU benchmark at Qwen3-VL-8B scale: eval throughput and personalized-fold training throughput.
 
-Usage: python bench/gpu_bench.py --shape 8b --device cuda          (on a GPU box; ~8 min on an H100)
+Usage: python bench/gpu_bench.py --shape 8b --device cuda          (on a GPU box; ~8 min on an H200)
        python bench/gpu_bench.py --shape tiny --device cpu --quick (what CI runs: same code, tiny model)
+       python bench/gpu_bench.py --estimate bench/results/A.json [B.json ...]   (protocol GPU-hours only)
 
 Random weights with the real architecture (scripts/build_tiny_model.py --shape 8b), phone-sized
 synthetic screenshots at the experiment's image budget (980 tokens), the real PIGG prompt, and a
 forced answer length (min = max new tokens), since random weights never stop. Measured in one run:
-  eval: eval.run's path (swift TransformersEngine, batched) vs PIGG's way (HF generate, batch 1) vs
-        plain HF batched generate, plus a prefill-only floor;
-  train: the real `swift sft` on the project's generated personalized-LoRA YAML, with and without
-        gradient checkpointing (tokens/s, samples/s, peak memory);
-then an estimate of the GPU-hours of the whole PIGG protocol. Writes bench/results/gpu_bench_<device>.json.
+  eval: PIGG's way (HF generate, batch 1), plain HF batched generate and a prefill-only pass on the
+        stock model; then eval.run's path (swift TransformersEngine, size-sorted batches) adding one
+        speed-up at a time (GQA decode step, Liger kernels: what the experiment enables), extra batch
+        sizes, and a stage-by-stage breakdown of one batch (--profile: the kernel table of a prefill);
+  train: a hand-rolled PEFT LoRA loop, and the real `swift sft` on the project's generated
+        personalized-LoRA YAML in variants (tokens/s over the run, after step 5 and at the median
+        step, timed from outside; peak memory);
+then an estimate of the GPU-hours of the whole PIGG protocol. Writes bench/results/gpu_bench_<device>[_TAG].json.
 """
 from __future__ import annotations
 
