@@ -140,11 +140,15 @@ def build(out: str | Path, shape: str = "tiny", seed: int = 0, dtype: str = "bfl
     torch.manual_seed(seed)
     config = build_config(shape)
     config.dtype = dtype
+    # Initialise in float32 (as transformers does) and cast; only the 8B shape is built in its target
+    # dtype directly, to avoid a 32 GB float32 copy. (Initialising the tiny model in bf16 draws other
+    # weights for the same seed: the demo's figures in README.md are for the float32-initialised one.)
+    init_dtype = getattr(torch, dtype) if shape == "8b" else torch.float32
     old = torch.get_default_dtype()
-    torch.set_default_dtype(getattr(torch, dtype))  # build in the target dtype: no fp32 copy of an 8B model
+    torch.set_default_dtype(init_dtype)
     try:
         with torch.device(device):
-            model = Qwen3VLForConditionalGeneration(config)
+            model = Qwen3VLForConditionalGeneration(config).to(getattr(torch, dtype))
     finally:
         torch.set_default_dtype(old)
     model.generation_config = GenerationConfig(bos_token_id=151643, eos_token_id=[151645, 151643],
