@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import tempfile
@@ -32,6 +33,20 @@ def prepare_experiment(tmp: Path, model: Path, name: str, changes: dict) -> tupl
     build(cfg["paths"]["raw"], cfg["paths"]["data"], progress=False)
     export(cfg)
     return path, cfg
+
+
+def child_env(**extra) -> dict:
+    """This process's environment with the project root first on PYTHONPATH (for the entry points)."""
+    return {**os.environ, **extra,
+            "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
+
+
+def read_train_log(log_file: Path) -> tuple[dict | None, float | None]:
+    """swift's logging.jsonl: (the final summary record with train_runtime, peak memory(GiB) over the steps)."""
+    logs = [json.loads(x) for x in log_file.read_text().splitlines()] if log_file.exists() else []
+    final = next((x for x in reversed(logs) if "train_runtime" in x), None)
+    peak = max((float(str(x.get("memory(GiB)", 0))) for x in logs if "loss" in x), default=None)
+    return final, peak
 
 
 def run_polled(cmd, env, cwd, log_file: Path) -> tuple[int, str, list[tuple[int, float]]]:

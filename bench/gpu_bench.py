@@ -31,7 +31,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "scripts"))
 sys.path.insert(0, str(ROOT / "bench"))
-from _common import median_step_s, run_polled, steady_rate  # noqa: E402
+from _common import child_env, median_step_s, read_train_log, run_polled, steady_rate  # noqa: E402
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("MODELSCOPE_OFFLINE", "1")
 
@@ -88,6 +88,29 @@ def sync(device):
         torch.cuda.synchronize()
 
 
+def forced_generation(new_tokens: int):
+    """Greedy, exactly new_tokens new tokens (random weights never stop on their own)."""
+    from transformers import GenerationConfig
+
+    return GenerationConfig(max_new_tokens=new_tokens, min_new_tokens=new_tokens, do_sample=False,
+                            pad_token_id=151643, eos_token_id=151645)
+
+
+def hf_processor(cfg, model_dir):
+    """The HF processor at the experiment's image budget (what PIGG's scripts and the baselines use)."""
+    from transformers import AutoProcessor
+
+    proc = AutoProcessor.from_pretrained(model_dir)
+    proc.image_processor.size = {"shortest_edge": 4 * 32 * 32, "longest_edge": cfg["image_max_token_num"] * 32 * 32}
+    return proc
+
+
+def user_turn(row) -> list[dict]:
+    """A swift-format row's user message as an HF chat turn (image first, then the prompt)."""
+    text = row["messages"][0]["content"].replace("<image>", "")
+    return [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": text}]}]
+
+
 def timed_generate(engine, rows, batch, new_tokens, device) -> tuple[float, list[int]]:
     """eval.run's generate over rows after one warm-up batch: (seconds, answer lengths in chars)."""
     from eval.run import generate
@@ -107,7 +130,6 @@ def eval_breakdown(engine, rows, batch, new_tokens, device, profile_to: Path | N
     tower, prefill (the GPU floor: one forward over encoded inputs), generate (prefill + decode)."""
     import torch
     from swift.infer_engine import InferRequest
-    from transformers import GenerationConfig
 
     from eval import gqa_decode
 
@@ -127,8 +149,7 @@ def eval_breakdown(engine, rows, batch, new_tokens, device, profile_to: Path | N
     for x in enc:
         x.pop("template_inputs", None)
     (_, inputs), out["collate_copy_s"] = timed(lambda: tpl.pre_forward_hook(model, None, tpl.data_collator(enc)))
-    gen = GenerationConfig(max_new_tokens=new_tokens, min_new_tokens=new_tokens, do_sample=False,
-                           pad_token_id=151643, eos_token_id=151645)
+    gen = forced_generation(new_tokens)
     with torch.inference_mode():
         model.model.get_image_features(inputs["pixel_values"], inputs["image_grid_thw"])  # warm-up
         _, out["vision_s"] = timed(lambda: model.model.get_image_features(inputs["pixel_values"],
@@ -214,20 +235,14 @@ def hf_baselines(cfg, model_dir, model, rows, device, n, batch, new_tokens, res,
     """PIGG's way (HF processor + generate, batch 1), the same batched, and a prefill-only pass."""
     import torch
     from PIL import Image
-    from transformers import AutoProcessor, GenerationConfig
 
-    proc = AutoProcessor.from_pretrained(model_dir)
-    budget = cfg["image_max_token_num"] * 32 * 32
-    proc.image_processor.size = {"shortest_edge": 4 * 32 * 32, "longest_edge": budget}
-    gen = GenerationConfig(max_new_tokens=new_tokens, min_new_tokens=new_tokens, do_sample=False,
-                           pad_token_id=151643, eos_token_id=151645)
+    proc = hf_processor(cfg, model_dir)
+    gen = forced_generation(new_tokens)
 
     def hf_inputs(chunk):
         texts, images = [], []
         for _, r in chunk:
-            text = r["messages"][0]["content"].replace("<image>", "")
-            msgs = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": text}]}]
-            texts.append(proc.apply_chat_template(msgs, add_generation_prompt=True, tokenize=False))
+            texts.append(proc.apply_chat_template(user_turn(r), add_generation_prompt=True, tokenize=False))
             images.append(Image.open(r["images"][0]).convert("RGB"))
         return proc(text=texts, images=images, padding=True, padding_side="left", return_tensors="pt").to(model.device)
 
@@ -268,17 +283,13 @@ def train_encoder(cfg, model_dir):
     """HF-processor encoding of training rows (prompt + answer, labels on the answer only), at the
     experiment's image budget: the hand-rolled loop's batches, and the token count of a sample."""
     from PIL import Image
-    from transformers import AutoProcessor
 
-    proc = AutoProcessor.from_pretrained(model_dir)
-    budget = cfg["image_max_token_num"] * 32 * 32
-    proc.image_processor.size = {"shortest_edge": 4 * 32 * 32, "longest_edge": budget}
+    proc = hf_processor(cfg, model_dir)
 
     def encode(chunk):
         prompts, fulls, images = [], [], []
         for _, r in chunk:
-            user = [{"role": "user", "content": [{"type": "image"},
-                                                 {"type": "text", "text": r["messages"][0]["content"].replace("<image>", "")}]}]
+            user = user_turn(r)
             answer = [{"role": "assistant", "content": [{"type": "text", "text": r["messages"][1]["content"]}]}]
             prompts.append(proc.apply_chat_template(user, add_generation_prompt=True, tokenize=False))
             fulls.append(proc.apply_chat_template(user + answer, tokenize=False))
@@ -316,23 +327,19 @@ def bench_train(cfg, model_dir, device, steps, res, out_json, variants):
         shutil.rmtree(run.run_dir, ignore_errors=True)  # each variant its own logging.jsonl
         run.run_dir.mkdir(parents=True, exist_ok=True)
         run.write()
-        env = {**os.environ, **{k: str(v) for k, v in run.env.items()}, **run.proc_env,
-               "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
+        env = child_env(**{k: str(v) for k, v in run.env.items()}, **run.proc_env)
         if device == "cuda":
             env["CUDA_VISIBLE_DEVICES"] = os.environ.get("CUDA_VISIBLE_DEVICES", "0")
         t = time.time()
         rc, output, marks = run_polled(run.command(), env, run.run_dir, run.run_dir / "logging.jsonl")
         wall = time.time() - t
-        logs = [json.loads(x) for x in (run.run_dir / "logging.jsonl").read_text().splitlines()] \
-            if (run.run_dir / "logging.jsonl").exists() else []
-        final = next((x for x in reversed(logs) if "train_runtime" in x), None)
+        final, peak = read_train_log(run.run_dir / "logging.jsonl")
         if rc != 0 or final is None:
             res["train"][name] = {"error": output[-1500:], "overrides": ov}
             log(f"train {name}: FAILED")
             save(res, out_json)
             continue
-        step_logs = [x for x in logs if "loss" in x]
-        mem = max((float(str(x.get("memory(GiB)", 0))) for x in step_logs), default=0.0)
+        mem = peak or 0.0
         bs = run.args["per_device_train_batch_size"] * run.args["gradient_accumulation_steps"]
         sps = float(final["train_samples_per_second"])
         rate = steady_rate(marks)

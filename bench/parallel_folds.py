@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import subprocess
 import sys
 import tempfile
@@ -21,7 +20,7 @@ from pathlib import Path
 
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # bench/_common.py
-from _common import ROOT, prepare_experiment  # noqa: E402
+from _common import ROOT, child_env, prepare_experiment  # noqa: E402
 
 
 def main(argv=None):
@@ -48,7 +47,7 @@ def main(argv=None):
         "train": {"person_base": str(model),
                   "person_overrides": {"max_steps": a.steps, "save_strategy": "steps", "save_steps": a.steps,
                                        "logging_steps": 5, **({} if on_gpu else {"dataloader_num_workers": 0})}}})
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
+    env = child_env()
     res = {"gpus": gpus, "shape": a.shape, "steps": a.steps, "folds": "users 1-2, folds 0-1 (4 folds)"}
     for name, g in (("sequential", gpus[0]), ("parallel", a.gpus)):
         cmd = [sys.executable, "-m", "swift_configs.person", "--config", str(cfg_path), "--set", f"name={name}",

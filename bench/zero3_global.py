@@ -13,17 +13,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import shutil
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-import yaml
-
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # bench/_common.py
-from _common import ROOT, prepare_experiment, run_polled, steady_rate  # noqa: E402
+from _common import ROOT, child_env, prepare_experiment, read_train_log, run_polled, steady_rate  # noqa: E402
 
 TOKENS = 1082  # per sample: prompt ≈ 1052 (measured by gpu_bench) + answer ≈ 30
 
@@ -40,34 +37,34 @@ def parse_variant(v: str) -> dict:
 
 def run_variant(tmp: Path, model: Path, gpus: str, steps: int, v: dict, out_dir: Path) -> dict:
     name = f"z{v['zero']}_bs{v['bs']}_{'gc' if v['gc'] else 'nogc'}"
+    accum = max(1, 8 // v["bs"])
     cfg_path, cfg = prepare_experiment(tmp, model, name, {
         "users": {"test": "1", "global": "2-3"}, "train": {"zero_stage": v["zero"], "global_overrides": {
             "max_steps": steps, "save_steps": steps, "logging_steps": 1, "save_only_model": True,
             "dataloader_num_workers": 2, "per_device_train_batch_size": v["bs"],
-            "gradient_accumulation_steps": max(1, 8 // v["bs"]), "gradient_checkpointing": v["gc"]}}})
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
+            "gradient_accumulation_steps": accum, "gradient_checkpointing": v["gc"]}}})
     run = tmp / "runs" / name / "global_full"
     t = time.time()
     rc, output, marks = run_polled([sys.executable, "-m", "swift_configs.train", "--config", str(cfg_path),
-                                    "--gpus", gpus, "--full"], env, ROOT, run / "logging.jsonl")
+                                    "--gpus", gpus, "--full"], child_env(), ROOT, run / "logging.jsonl")
     wall = time.time() - t
     n_gpu = len(gpus.split(","))
-    accum = max(1, 8 // v["bs"])
     res = {"gpus": gpus, "zero": v["zero"], "steps": steps, "rc": rc, "wall_s": wall, "log_tail": output[-2000:],
            "per_device_batch": v["bs"], "grad_accum": accum, "gradient_checkpointing": v["gc"], "step_marks_s": marks}
     if (run / "train.log").exists():
         res["train_log_tail"] = (run / "train.log").read_text(errors="replace")[-3000:]
-    logs = [json.loads(x) for x in (run / "logging.jsonl").read_text().splitlines()] if (run / "logging.jsonl").exists() else []
-    final = next((x for x in reversed(logs) if "train_runtime" in x), None)
+    final, peak = read_train_log(run / "logging.jsonl")
     if final:
         sps = float(final["train_samples_per_second"])  # includes warm-up and the checkpoint save
         rate = steady_rate(marks)  # optimizer steps/s after step 5
         steady = rate * v["bs"] * accum * n_gpu if rate else None
         res.update(samples_per_s=sps, tokens_per_s_per_gpu=sps * TOKENS / n_gpu, train_runtime_s=float(final["train_runtime"]),
                    steady_samples_per_s=steady, steady_tokens_per_s_per_gpu=steady and steady * TOKENS / n_gpu,
-                   peak_mem_gib=max((float(str(x.get("memory(GiB)", 0))) for x in logs if "loss" in x), default=None))
+                   peak_mem_gib=peak)
     if (run / "DONE").exists():
-        ckpt = Path(yaml.safe_load((run / "DONE").read_text())["checkpoint"])
+        from swift_configs.generate import marker_checkpoint
+
+        ckpt = marker_checkpoint(run / "DONE")
         res["checkpoint"] = str(ckpt)
         b, n = visual_tensors(model), visual_tensors(ckpt)
         res["vision_keys"] = len(b)
