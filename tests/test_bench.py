@@ -26,6 +26,9 @@ def test_gpu_bench_runs_on_cpu_with_the_tiny_model(tmp_path):
     hand = r["train"]["handrolled_bs4_gc"]
     assert hand["steady_tokens_per_s"] > 0 and hand["tokens_per_sample"] > r["eval"]["eval_run"]["prompt_tokens_mean"]
     assert r["estimate_gpu_hours"]["total_gpu_h"] > 0
+    # the estimate alone, from the saved result
+    p = run_cli("bench/gpu_bench.py", "--estimate", str(tmp_path / "gpu_bench_cpu_quick.json"))
+    assert json.loads(p.stdout)["total_gpu_h"] == pytest.approx(r["estimate_gpu_hours"]["total_gpu_h"])
 
 
 def test_steady_rate_skips_the_warm_up_steps():
@@ -34,12 +37,14 @@ def test_steady_rate_skips_the_warm_up_steps():
     from conftest import ROOT
 
     sys.path.insert(0, str(ROOT / "bench"))
-    from _common import steady_rate
+    from _common import median_step_s, steady_rate
 
     marks = [(1, 10.0), (2, 11.0), (3, 12.0), (4, 12.5), (5, 13.0), (6, 13.5), (7, 14.0), (8, 14.5)]
     assert steady_rate(marks) == 3 / 1.5  # steps 5 -> 8
     assert steady_rate([(1, 3.0), (2, 5.0)]) == 0.5  # short runs: from the first step
     assert steady_rate([(1, 3.0)]) is None
+    assert median_step_s(marks + [(9, 30.0)]) == 0.5  # one stall of 15.5 s does not move it
+    assert median_step_s([(1, 3.0)]) is None
 
 
 def test_data_build_bench_small(tmp_path):

@@ -61,3 +61,4 @@ def test_uninstall_restores_sdpa():
     assert AttentionInterface._global_mapping["sdpa"] is gqa_decode._attention
     gqa_decode.uninstall()
     assert AttentionInterface._global_mapping["sdpa"] is before and not gqa_decode.installed()
+

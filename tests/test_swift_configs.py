@@ -97,6 +97,13 @@ def test_liger_kernels_on_gpu_only_and_a_missing_package_is_named(fake_global, m
     assert "templates/person_lora.yaml" in msg and "pip install -e '.[gpu]'" in msg
     assert missing_packages(render(fake_global, "person", user=1, fold=0, gpus="0",
                                    overrides=["use_liger_kernel=false"])) == []
+    # the training entry refuses to start swift without it, and says why
+    from swift_configs.train import execute
+
+    gpu.run_dir.mkdir(parents=True, exist_ok=True)
+    with pytest.raises(ConfigError, match="(?s)cannot start swift sft:.*needs the liger-kernel package"):
+        execute(gpu)
+    assert not (gpu.run_dir / "train.log").exists()
 
 
 def test_validation_reports_every_problem_with_file_and_key(fake_global):
