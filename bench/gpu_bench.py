@@ -9,8 +9,11 @@ synthetic screenshots at the experiment's image budget (980 tokens), the real PI
 forced answer length (min = max new tokens), since random weights never stop. Measured in one run:
   eval: PIGG's way (HF generate, batch 1), plain HF batched generate and a prefill-only pass on the
         stock model; then eval.run's path (swift TransformersEngine, size-sorted batches) adding one
-        speed-up at a time (GQA decode step, Liger kernels: what the experiment enables), extra batch
-        sizes, and a stage-by-stage breakdown of one batch (--profile: the kernel table of a prefill);
+        speed-up at a time (GQA decode step, Liger kernels, patches made on the GPU: what the
+        experiment enables; the time spent waiting for encoded batches is recorded), extra batch
+        sizes (--eval-batches), other batch / encoding-worker / patch-device combinations
+        (--eval-variants), and a stage-by-stage breakdown of one batch (--profile: the kernel table
+        of a prefill);
   train: a hand-rolled PEFT LoRA loop, and the real `swift sft` on the project's generated
         personalized-LoRA YAML in variants (tokens/s over the run, after step 5 and at the median
         step, timed from outside; peak memory);
@@ -111,18 +114,20 @@ def user_turn(row) -> list[dict]:
     return [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": text}]}]
 
 
-def timed_generate(engine, rows, batch, new_tokens, device) -> tuple[float, list[int]]:
-    """eval.run's generate over rows after one warm-up batch: (seconds, answer lengths in chars)."""
+def timed_generate(engine, rows, batch, new_tokens, device, workers=0, pin_memory=None) -> tuple[float, list[int], float]:
+    """eval.run's generate over rows after one warm-up batch: (seconds, answer lengths in chars,
+    seconds spent waiting for encoded batches)."""
     from eval.run import generate
 
     with tempfile.TemporaryDirectory() as d:
         generate(engine, rows[:batch], Path(d) / "warm.jsonl", batch, new_tokens, {}, progress=False)
         sync(device)
         t = time.time()
-        generate(engine, rows, Path(d) / "p.jsonl", batch, new_tokens, {}, progress=False)
+        st = generate(engine, rows, Path(d) / "p.jsonl", batch, new_tokens, {}, progress=False, workers=workers,
+                      pin_memory=pin_memory)
         sync(device)
         dt = time.time() - t
-        return dt, [len(json.loads(x)["raw"]) for x in open(Path(d) / "p.jsonl")]
+        return dt, [len(json.loads(x)["raw"]) for x in open(Path(d) / "p.jsonl")], st["input_wait_s"]
 
 
 def eval_breakdown(engine, rows, batch, new_tokens, device, profile_to: Path | None = None) -> dict:
@@ -175,12 +180,28 @@ def eval_breakdown(engine, rows, batch, new_tokens, device, profile_to: Path | N
     return out
 
 
+def preprocess_difference(engine, rows) -> float:
+    """Largest |difference| between the patches the image processor makes on the CPU and on the GPU."""
+    from swift.infer_engine import InferRequest
+
+    from eval.run import set_image_device
+
+    tpl, out = engine.template, []
+    tpl.set_mode("transformers")
+    for dev in (None, engine.model.device):
+        set_image_device(engine, dev)
+        out.append([tpl.encode(InferRequest(messages=r["messages"][:1], images=r["images"]))["pixel_values"].cpu()
+                    for _, r in rows])
+    set_image_device(engine, None)
+    return max(float((a - b).abs().max()) for a, b in zip(*out))
+
+
 def bench_eval(cfg, model_dir, device, n, batch, new_tokens, res, out_json, baselines=True, extra_batches=(),
-               profile=False):
+               profile=False, variants=()):
     import torch
 
     from eval import gqa_decode
-    from eval.run import apply_liger, build_engine, load_rows
+    from eval.run import apply_liger, build_engine, load_rows, set_image_device
 
     rows = load_rows(Path(cfg["paths"]["data"]) / "swift" / "user_1" / "all.jsonl")
     rows = (rows * (1 + n // len(rows)))[:n]
@@ -189,13 +210,24 @@ def bench_eval(cfg, model_dir, device, n, batch, new_tokens, res, out_json, base
     engine.generation_config.min_new_tokens = new_tokens  # random weights: force the answer length
     model = engine.model
 
-    def measure(key, b=batch, what=""):
+    gpu_pre = ev["gpu_preprocess"] and device == "cuda"
+
+    def measure(key, b=batch, what="", workers=0, gpu=False, pin_memory=None):
         engine.max_batch_size = b
+        set_image_device(engine, model.device if gpu else None)
         m = max(n, 2 * b)
-        dt, lens = timed_generate(engine, (rows * (1 + m // len(rows)))[:m], b, new_tokens, device)
-        res["eval"][key] = {"samples": m, "batch": b, "seconds": dt, "samples_per_s": m / dt,
-                            "answer_chars_mean": sum(lens) / len(lens)}
-        log(f"{key}{what}: {m / dt:.2f} samples/s (batch {b})")
+        try:
+            dt, lens, wait = timed_generate(engine, (rows * (1 + m // len(rows)))[:m], b, new_tokens, device,
+                                            workers, pin_memory)
+        except Exception as e:  # one failed variant does not lose the others
+            res["eval"][key] = {"batch": b, "workers": workers, "gpu_preprocess": gpu, "error": repr(e)[:500]}
+            log(f"{key}{what}: FAILED {e!r}")
+            return
+        res["eval"][key] = {"samples": m, "batch": b, "seconds": dt, "samples_per_s": m / dt, "workers": workers,
+                            "gpu_preprocess": gpu, "input_wait_s": wait, "answer_chars_mean": sum(lens) / len(lens)}
+        if pin_memory is not None:
+            res["eval"][key]["pin_memory"] = pin_memory
+        log(f"{key}{what}: {m / dt:.2f} samples/s (batch {b}, waited {wait:.2f} s for inputs)")
         save(res, out_json)
 
     if baselines:  # on the stock model, before eval.run's speed-ups touch it
@@ -207,7 +239,12 @@ def bench_eval(cfg, model_dir, device, n, batch, new_tokens, res, out_json, base
         measure("eval_run_gqa", what=" (+ GQA decode step)")
     if ev["liger_kernel"] and device == "cuda":
         apply_liger(model)  # in place: last
-    measure("eval_run", what=" (as the experiment configures it)")
+        measure("eval_run_liger", what=" (+ Liger kernels)")
+    if gpu_pre:
+        res["eval"]["gpu_preprocess_max_abs_diff"] = preprocess_difference(engine, rows[:8])
+        log(f"patches made on the GPU vs the CPU: max |diff| {res['eval']['gpu_preprocess_max_abs_diff']}")
+    measure("eval_run", what=f" (as configured: gpu_preprocess {gpu_pre}, {ev['workers']} encoding workers)",
+            workers=ev["workers"], gpu=gpu_pre)
     tpl = engine.template
     tpl.set_mode("transformers")
     from swift.infer_engine import InferRequest
@@ -217,7 +254,13 @@ def bench_eval(cfg, model_dir, device, n, batch, new_tokens, res, out_json, base
     res["eval"]["eval_run"].update(prompt_tokens_mean=sum(prompt_tokens) / len(prompt_tokens),
                                    gqa_decode=ev["gqa_decode"], liger_kernel=ev["liger_kernel"] and device == "cuda")
     for b in extra_batches:
-        measure(f"eval_run_b{b}", b=b)
+        measure(f"eval_run_b{b}", b=b, workers=ev["workers"], gpu=gpu_pre)
+    for v in variants:  # BATCH:WORKERS[:gpu][:nopin]
+        b, w, *rest = v.split(":")
+        gpu = "gpu" in rest and device == "cuda"
+        measure(f"eval_run_b{b}_w{w}{'_gpu' if gpu else '_cpu'}{'_nopin' if 'nopin' in rest else ''}", b=int(b),
+                workers=int(w), gpu=gpu, pin_memory=False if "nopin" in rest else None)
+    set_image_device(engine, model.device if gpu_pre else None)
     engine.max_batch_size = batch
     res["eval"]["breakdown"] = eval_breakdown(engine, rows, batch, new_tokens, device,
                                               out_json.with_suffix(".prefill_profile.txt") if profile else None)
@@ -453,6 +496,9 @@ def main(argv=None):
     p.add_argument("--train-steps", type=int, default=25)
     p.add_argument("--skip", choices=["eval", "train", "baselines", "handrolled"], action="append", default=[])
     p.add_argument("--eval-batches", type=int, nargs="+", default=None, help="extra eval.run batch sizes")
+    p.add_argument("--eval-variants", nargs="+", default=[], metavar="BATCH:WORKERS[:gpu][:nopin]",
+                   help="eval.run at these batch sizes / encoding workers (gpu: patches made on the GPU; "
+                        "nopin: workers' batches not page-locked)")
     p.add_argument("--train-variants", nargs="+", choices=sorted(TRAIN_VARIANTS), default=None)
     p.add_argument("--handrolled", nargs="+", choices=sorted(HANDROLLED), default=None,
                    help="hand-rolled PEFT loop variants (default: handrolled_bs4_gc)")
@@ -493,7 +539,8 @@ def main(argv=None):
     log(f"model ready ({time.time() - t0:.0f}s)")
     if "eval" not in a.skip:
         bench_eval(cfg, model_dir, a.device, a.n_eval, a.batch, a.new_tokens, res, out_json,
-                   baselines="baselines" not in a.skip, extra_batches=a.eval_batches or [], profile=a.profile)
+                   baselines="baselines" not in a.skip, extra_batches=a.eval_batches or [], profile=a.profile,
+                   variants=a.eval_variants)
     if "handrolled" not in a.skip:
         for h in (a.handrolled or ["handrolled_bs4_gc"])[:1 if a.quick else None]:
             bench_handrolled(cfg, model_dir, a.device, a.train_steps if a.quick else max(a.train_steps, 20), res,

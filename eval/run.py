@@ -9,7 +9,8 @@ is its training encoding minus the answer. Each sample's answer is appended at o
 ``DIR/predictions.jsonl`` (one line per sample id); a killed run resumes where it stopped and
 never scores a sample twice. With several devices the rows are sharded (row i -> device i mod n),
 one process per device, and merged in row order. Per job it writes ``out.json`` (per-sample
-records), ``metrics.json`` and ``results.txt``.
+records), ``metrics.json`` and ``results.txt``. Speed (GPU; bench/RESULTS.md): batches of similar
+screens, ``eval.gqa_decode``, ``eval.liger_kernel``, ``eval.gpu_preprocess`` (eval/batches.py).
 """
 from __future__ import annotations
 
@@ -91,9 +92,10 @@ def make_record(sid: str, row: dict, text: str, meta: dict | None) -> dict:
 
 
 def build_engine(model: str, adapters: list[str], batch_size: int, device: str, overrides: dict | None = None,
-                 gqa_decode: bool = False, liger_kernel: bool = False):
+                 gqa_decode: bool = False, liger_kernel: bool = False, gpu_preprocess: bool = False):
     """swift's TransformersEngine on one device; ``gqa_decode``: decode steps through eval/gqa_decode.py;
-    ``liger_kernel``: Liger's Triton RMSNorm / RoPE / SwiGLU in the language model (GPU only)."""
+    ``liger_kernel``: Liger's Triton RMSNorm / RoPE / SwiGLU in the language model (GPU only);
+    ``gpu_preprocess``: the image processor rescales, normalises and cuts patches on the GPU (GPU only)."""
     import torch
     from swift.infer_engine import TransformersEngine
 
@@ -113,7 +115,15 @@ def build_engine(model: str, adapters: list[str], batch_size: int, device: str, 
     engine = TransformersEngine(model, **kwargs)
     if liger_kernel and not on_cpu:
         apply_liger(engine.model)
+    if gpu_preprocess and not on_cpu:
+        set_image_device(engine, engine.model.device)
     return engine
+
+
+def set_image_device(engine, device) -> None:
+    """Where the image processor turns screenshots into patches (None: the CPU). The same float32
+    ops run on the resized uint8 image either way; on the GPU they leave the CPU the JPEG decode and resize."""
+    engine.template.processor.image_processor.device = device
 
 
 def apply_liger(model) -> None:
@@ -126,33 +136,42 @@ def apply_liger(model) -> None:
 
 
 def generate(engine, rows: list[tuple[str, dict]], pred_file: Path, batch_size: int, max_new_tokens: int,
-             meta: dict[str, dict], progress: bool = True, extra: dict | None = None) -> int:
-    """Answer the rows not yet in pred_file, in batches, appending each batch as it finishes."""
+             meta: dict[str, dict], progress: bool = True, extra: dict | None = None, workers: int = 0,
+             pin_memory: bool | None = None) -> dict:
+    """Answer the rows not yet in pred_file, in batches, appending each batch as it finishes.
+    ``workers``: processes encoding the next batches while this one generates (eval/batches.py).
+    Returns {"samples", "seconds", "input_wait_s"}: the last is the time spent waiting for encoded batches."""
     from swift.infer_engine import InferRequest, RequestConfig
     from tqdm import tqdm
 
+    from .batches import encoded_batches, infer_encoded
+
     if not rows:
-        return 0
+        return {"samples": 0, "seconds": 0.0, "input_wait_s": 0.0}
     cfg = RequestConfig(max_tokens=max_new_tokens, temperature=0, **(extra or {}))
     # similar sizes together: less padding (screens of one phone share a token count)
     order = sorted(rows, key=lambda r: (meta.get(r[0], {}).get("width", 0) * meta.get(r[0], {}).get("height", 0)))
+    reqs = [InferRequest(messages=[m for m in row["messages"] if m["role"] != "assistant"], images=row["images"])
+            for _, row in order]
+    by_req = {id(q): r for q, r in zip(reqs, order)}
     bar = tqdm(total=len(order), desc=f"eval {pred_file.parent.name}", unit="sample", disable=not progress)
-    t0, n = time.time(), 0
+    t0, n, wait = time.time(), 0, 0.0
     with open(pred_file, "a", encoding="utf-8") as f:
-        for i in range(0, len(order), batch_size):
-            chunk = order[i:i + batch_size]
-            reqs = [InferRequest(messages=[m for m in row["messages"] if m["role"] != "assistant"],
-                                 images=row["images"]) for _, row in chunk]
-            resps = engine.infer(reqs, cfg, use_tqdm=False)
-            for (sid, row), resp in zip(chunk, resps):
+        t = time.time()
+        for chunk, batch, tis in encoded_batches(engine, reqs, batch_size, workers, pin_memory):
+            wait += time.time() - t
+            resps = infer_encoded(engine, batch, tis, cfg)
+            for q, resp in zip(chunk, resps):
+                sid, row = by_req[id(q)]
                 text = resp.choices[0].message.content or ""
                 f.write(json.dumps(make_record(sid, row, text, meta.get(sid)), ensure_ascii=False) + "\n")
             f.flush()
             n += len(chunk)
             bar.update(len(chunk))
-            bar.set_postfix(samples_per_s=f"{n / (time.time() - t0):.2f}")
+            bar.set_postfix(samples_per_s=f"{n / (time.time() - t0):.2f}", input_wait=f"{wait / (time.time() - t0):.0%}")
+            t = time.time()
     bar.close()
-    return n
+    return {"samples": n, "seconds": time.time() - t0, "input_wait_s": wait}
 
 
 def results_text(m: dict, title: str) -> str:
@@ -195,11 +214,13 @@ def _worker(args, cfg, jobs, shard: int, num_shards: int, device: str) -> None:
         todo.append((mine, out))
     if not any(m for m, _ in todo):
         return
-    engine = build_engine(args.model, args.adapters, args.batch_size, device, cfg["eval"]["overrides"],
-                          gqa_decode=cfg["eval"]["gqa_decode"], liger_kernel=cfg["eval"]["liger_kernel"])
+    ev = cfg["eval"]
+    engine = build_engine(args.model, args.adapters, args.batch_size, device, ev["overrides"],
+                          gqa_decode=ev["gqa_decode"], liger_kernel=ev["liger_kernel"],
+                          gpu_preprocess=ev["gpu_preprocess"])
     name = PRED_FILE if num_shards == 1 else f"predictions.shard{shard}.jsonl"
     for mine, out in todo:
-        generate(engine, mine, out / name, args.batch_size, args.max_new_tokens, meta)
+        generate(engine, mine, out / name, args.batch_size, args.max_new_tokens, meta, workers=ev["workers"])
 
 
 def run(args) -> list[dict]:
@@ -211,6 +232,11 @@ def run(args) -> list[dict]:
         raise SystemExit("give one --out per --data")
     jobs = [(Path(d), Path(o)) for d, o in zip(args.data, args.out)]
     devices = [d for d in str(args.devices).split(",") if d]
+    ev = cfg["eval"]
+    if ev["gpu_preprocess"] and ev["workers"] > 0 and any(d != "cpu" for d in devices):
+        raise SystemExit(f"{cfg['config_path']}: eval.workers={ev['workers']} and eval.gpu_preprocess: true exclude "
+                         "each other on a GPU (forked workers cannot use it): set eval.workers=0 or "
+                         "eval.gpu_preprocess=false")
     if args.shard is not None:  # a worker started by the parent below
         _worker(args, cfg, jobs, args.shard, args.num_shards, devices[0])
         return []

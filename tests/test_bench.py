@@ -16,7 +16,9 @@ def test_gpu_bench_runs_on_cpu_with_the_tiny_model(tmp_path):
     for k in ("eval_run", "eval_run_stock", "eval_run_gqa", "hf_batch1_pigg", "hf_batched", "prefill_only"):
         assert r["eval"][k]["samples_per_s"] > 0, k
     assert r["eval"]["eval_run"]["prompt_tokens_mean"] > 32  # image tokens + the PIGG prompt
-    assert r["eval"]["eval_run"]["gqa_decode"] is True and r["eval"]["eval_run"]["liger_kernel"] is False  # CPU
+    ev = r["eval"]["eval_run"]
+    assert ev["gqa_decode"] is True and ev["liger_kernel"] is False and ev["gpu_preprocess"] is False  # CPU
+    assert 0 < ev["input_wait_s"] < ev["seconds"]
     b = r["eval"]["breakdown"]
     assert b["batch"] == 4 and min(b[k] for k in ("encode_s", "vision_s", "prefill_s", "generate_s")) > 0
     assert b["generate_s"] > b["prefill_s"] and b["generate_sdpa_decode_s"] > b["prefill_s"]  # 24 forced new tokens

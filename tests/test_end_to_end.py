@@ -90,29 +90,71 @@ def test_eval_input_is_training_encoding_minus_answer(e2e):
     assert 0 < image_tokens <= e2e["cfg"]["image_max_token_num"]
 
 
-def test_gqa_decode_gives_the_same_answers_as_sdpa(e2e, tmp_path):
-    """eval.run's GQA decode step (eval.gqa_decode, on by default) changes no answer of a batched run."""
+def test_gqa_decode_gives_the_same_answers_as_sdpa(e2e):
+    """eval.run's GQA decode step (eval.gqa_decode, on by default) changes no answer of a batched run
+    (compared on the answer tokens' log-probs, to 4 decimals)."""
+    from swift.infer_engine import InferRequest, RequestConfig
     from transformers.modeling_utils import AttentionInterface
 
     from eval import gqa_decode
-    from eval.run import build_engine, generate, load_rows
+    from eval.run import build_engine, load_rows
 
     os.environ["IMAGE_MAX_TOKEN_NUM"] = str(e2e["cfg"]["image_max_token_num"])
     engine = build_engine(str(e2e["model"]), [], 3, "cpu", gqa_decode=True)
     rows = load_rows(Path(e2e["cfg"]["paths"]["data"]) / "swift" / "user_1" / "all.jsonl")[:7]
+    reqs = [InferRequest(messages=r["messages"][:1], images=r["images"]) for _, r in rows]
+    cfg = RequestConfig(max_tokens=12, temperature=0, logprobs=True)
     mapping, steps = AttentionInterface._global_mapping, []
+
+    def answers():
+        return [(r.choices[0].message.content, tuple(round(t["logprob"], 4) for t in r.choices[0].logprobs["content"]))
+                for r in engine.infer(reqs, cfg, use_tqdm=False)]
+
     mapping["sdpa"] = lambda m, q, *a, **kw: steps.append(q.shape[2]) or gqa_decode._attention(m, q, *a, **kw)
     try:
-        generate(engine, rows, tmp_path / "a.jsonl", 3, 12, {}, progress=False)
+        a = answers()
         assert steps.count(1) >= 3 * 11 * 2  # 3 batches x 11 decode steps x 2 LM layers went through it
         mapping["sdpa"] = gqa_decode._original
-        generate(engine, rows, tmp_path / "b.jsonl", 3, 12, {}, progress=False)
+        b = answers()
     finally:
         mapping["sdpa"] = gqa_decode._attention
         gqa_decode.uninstall()  # transformers' own sdpa again, for the other tests
-    a, b = ([json.loads(x) for x in open(tmp_path / f)] for f in ("a.jsonl", "b.jsonl"))
-    assert len(a) == 7 and [x["id"] for x in a] == [x["id"] for x in b]
-    assert [x["raw"] for x in a] == [x["raw"] for x in b]
+    assert len(a) == 7 and a == b and len({lp for _, lp in a}) >= 4
+
+
+def test_eval_workers_give_the_answers_of_swifts_engine(e2e):
+    """Batches encoded by eval.workers processes (eval/batches.py) answer exactly as swift's own
+    TransformersEngine.infer and as in-process encoding, row for row (compared on the log-probs of
+    the answer tokens: the untrained model's texts are alike, its log-probs are not)."""
+    from swift.infer_engine import InferRequest, RequestConfig
+
+    import eval.batches as batches
+    from eval.run import build_engine, load_rows
+
+    os.environ["IMAGE_MAX_TOKEN_NUM"] = str(e2e["cfg"]["image_max_token_num"])
+    engine = build_engine(str(e2e["model"]), [], 3, "cpu")
+    rows = load_rows(Path(e2e["cfg"]["paths"]["data"]) / "swift" / "user_1" / "all.jsonl")[:8]
+    reqs = [InferRequest(messages=r["messages"][:1], images=r["images"]) for _, r in rows]
+    cfg = RequestConfig(max_tokens=3, temperature=0, logprobs=True)
+
+    def logprobs(resps):
+        return [tuple(round(t["logprob"], 4) for t in r.choices[0].logprobs["content"]) for r in resps]
+
+    def run(workers):
+        out, here = [], []
+        real = batches.EncodeCollate.__call__
+        with pytest.MonkeyPatch.context() as mp:  # the batches encoded in this process (not the workers')
+            mp.setattr(batches.EncodeCollate, "__call__", lambda self, q: here.append(len(q)) or real(self, q))
+            for chunk, batch, tis in batches.encoded_batches(engine, reqs, 3, workers):
+                out += batches.infer_encoded(engine, batch, tis, cfg)
+        return logprobs(out), here
+
+    swift = logprobs(engine.infer(reqs, cfg, use_tqdm=False))
+    assert len(set(swift)) >= 4  # rows differ in their answer log-probs (a few share screen and intent)
+    with_workers, here = run(2)
+    assert here == [3]  # batch 0 here; batches 1 and 2 (3 + 2 rows) came from the worker processes
+    assert with_workers == swift
+    assert run(0) == (swift, [3, 3, 2])
 
 
 def _wait_for(cond, proc, timeout):
@@ -130,7 +172,7 @@ def test_eval_kill_and_resume_scores_each_sample_once(e2e, tmp_path):
     data = Path(e2e["cfg"]["paths"]["data"]) / "swift" / "user_1" / "all.jsonl"
     out = tmp_path / "ev"
     cmd = ["python3", "-m", "eval.run", "--config", e2e["path"], *e2e["ov"], "--model", str(e2e["model"]),
-           "--data", str(data), "--out", str(out), "--batch-size", "2"]
+           "--data", str(data), "--out", str(out), "--batch-size", "2", "--set", "eval.workers=2"]
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                             start_new_session=True)

@@ -1,0 +1,104 @@
+"""Encoded eval batches: swift's template encode + collate, then the rest of swift's generate call.
+
+swift's ``TransformersEngine.infer`` encodes a batch (a thread pool), collates it, and only then
+generates, so the CPU work of every batch sits between two GPU batches. For a phone screenshot at the
+980-token budget most of that work is the image processor's float32 rescale/normalise and patch cut
+(24 MB per image), so ``eval.gpu_preprocess`` (eval/run.py ``set_image_device``) runs it on the GPU:
+the same ops on the same resized uint8 image, bit-identical patches (max |diff| 0.0 on an H200),
+and an input wait per batch of 128 down from ~2.0 s to ~0.95 s (bench/RESULTS.md, run 10).
+``encoded_batches`` can also encode the next batches in ``eval.workers`` forked DataLoader processes
+(the first batch in this process, so no job waits for a worker's whole batch); with CPU-made patches
+that bought +11 % at batch 64 and +2 % at 128 (run 9: single-threaded workers, and the patches cross
+shared memory), and workers cannot use the GPU, so the two exclude each other. ``infer_encoded`` is
+swift 4.6's ``TransformersEngine._infer`` after its encode + collate (copy to the device, pre-forward
+hook, generate, decode); image patches travel in the model's dtype (the vision tower's first op casts
+them to it anyway).
+"""
+from __future__ import annotations
+
+import os
+from concurrent.futures import ThreadPoolExecutor
+from copy import deepcopy
+
+SHM_HINT = ("eval workers pass batches through shared memory (/dev/shm); enlarge it (docker: --shm-size=16g) "
+            "or set eval.workers=0")
+
+
+class EncodeCollate:
+    """requests -> (collated batch, template inputs without their images): the DataLoader's collate_fn."""
+
+    def __init__(self, template, dtype=None, threads: int = 1):
+        self.template, self.dtype, self.threads = template, dtype, max(1, threads)
+
+    def _encode(self, req):
+        return self.template.encode(req, return_template_inputs=True)
+
+    def __call__(self, reqs):
+        if self.threads > 1 and len(reqs) > 1:
+            with ThreadPoolExecutor(min(self.threads, len(reqs))) as ex:
+                enc = list(ex.map(self._encode, reqs))
+        else:
+            enc = [self._encode(r) for r in reqs]
+        tis = [e.pop("template_inputs") for e in enc]
+        for ti in tis:  # decoding an answer reads the chat settings, not the (large) images
+            ti.images = []
+        batch = self.template.data_collator(enc)
+        if self.dtype is not None and "pixel_values" in batch:
+            batch["pixel_values"] = batch["pixel_values"].to(self.dtype)
+        return batch, tis
+
+
+def encoded_batches(engine, requests: list, batch_size: int, workers: int = 0, pin_memory: bool | None = None):
+    """Yield (requests of the batch, collated batch, template inputs) for consecutive batches, in order.
+    ``pin_memory`` (default: on a GPU): the workers' batches are copied to page-locked memory first."""
+    from torch.utils.data import DataLoader
+
+    tpl, model = engine.template, engine.model
+    tpl.set_mode("transformers")
+    if tpl.use_model:  # qwen-vl collators ask the model for the rope index
+        tpl.model = model
+    on_gpu = model.device.type == "cuda"
+    dtype = getattr(model, "dtype", None)  # the vision tower's: its first op casts the patches to it
+    chunks = [list(range(i, min(i + batch_size, len(requests)))) for i in range(0, len(requests), batch_size)]
+    cpus = os.cpu_count() or 1
+    here = EncodeCollate(tpl, dtype, threads=min(32, cpus))
+    if workers <= 0 or len(chunks) < 2:
+        for c in chunks:
+            yield [requests[i] for i in c], *here([requests[i] for i in c])
+        return
+    img_dev = getattr(tpl.processor.image_processor, "device", None)
+    if img_dev is not None and str(img_dev) != "cpu":
+        raise ValueError(f"eval.workers={workers} encodes in forked processes, which cannot use the GPU the image "
+                         f"processor is set to ({img_dev}, eval.gpu_preprocess: true): set one of them off")
+    workers = min(workers, len(chunks) - 1)
+    loader = DataLoader(requests, batch_sampler=chunks[1:], num_workers=workers, prefetch_factor=1,
+                        collate_fn=EncodeCollate(tpl, dtype, threads=1),  # a core each: the GPU's thread needs one
+                        pin_memory=on_gpu if pin_memory is None else pin_memory, multiprocessing_context="fork")
+    it = iter(loader)  # the workers start on batches 1.. now
+    yield [requests[i] for i in chunks[0]], *here([requests[i] for i in chunks[0]])
+    for c in chunks[1:]:
+        try:
+            batch, tis = next(it)
+        except RuntimeError as e:
+            if "shared memory" in str(e) or "Bus error" in str(e):
+                raise RuntimeError(f"{e}\n{SHM_HINT}") from e
+            raise
+        yield [requests[i] for i in c], batch, tis
+
+
+def infer_encoded(engine, batch: dict, template_inputs: list, request_config) -> list:
+    """Answers of one collated batch: swift 4.6's TransformersEngine._infer after its encode + collate."""
+    import torch
+    from swift.utils import to_device
+
+    model = engine.model
+    model.eval()
+    with torch.inference_mode():
+        inputs = to_device(batch, model.device, non_blocking=True)
+        _, inputs = engine.template.pre_forward_hook(model, None, inputs)
+        cfg = deepcopy(request_config)
+        engine.set_default_max_tokens(cfg, inputs)
+        gen = engine._prepare_generation_config(cfg)
+        engine._add_stop_words(gen, cfg)
+        return engine._infer_full(inputs=inputs, generation_config=gen, adapter_request=None,
+                                  request_config=cfg, template_inputs=template_inputs)
