@@ -34,7 +34,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "scripts"))
 sys.path.insert(0, str(ROOT / "bench"))
-from _common import child_env, median_step_s, read_train_log, run_polled, steady_rate  # noqa: E402
+from _common import child_env, median_step_s, prepare_experiment, read_train_log, run_polled, steady_rate  # noqa: E402
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("MODELSCOPE_OFFLINE", "1")
 
@@ -69,19 +69,14 @@ def save(res, path):
 
 
 def make_data(tmp: Path, shape: str, budget: int):
-    from data_prep.config import load_experiment
-    from data_prep.export import export
-    from data_prep.fingertip import build
+    """Synthetic phone screenshots (one test user with many samples), built and exported as an experiment
+    whose model is the one built next under tmp/model."""
     from data_prep.synth import synth
 
     synth(tmp / "raw", users=3, episodes=40, seed=0, scale=1.0 if shape == "8b" else 0.25, defects=False,
           test_users=1, test_episodes=320 if shape == "8b" else 30)
-    cfg = load_experiment("pigg", [f"paths.raw={tmp / 'raw'}", f"paths.data={tmp / 'data'}", f"paths.runs={tmp / 'runs'}",
-                                   "users.test=1", "users.global=2-3", f"image_max_token_num={budget}",
-                                   "name=bench"])
-    build(cfg["paths"]["raw"], cfg["paths"]["data"], progress=False)
-    export(cfg)
-    return cfg
+    return prepare_experiment(tmp, tmp / "model", "bench", {"users": {"test": "1", "global": "2-3"},
+                                                            "image_max_token_num": budget})[1]
 
 
 def sync(device):

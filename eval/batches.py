@@ -49,7 +49,7 @@ class EncodeCollate:
 
 
 def encoded_batches(engine, requests: list, batch_size: int, workers: int = 0, pin_memory: bool | None = None):
-    """Yield (requests of the batch, collated batch, template inputs) for consecutive batches, in order.
+    """Yield (indices into requests, collated batch, template inputs) for consecutive batches, in order.
     ``pin_memory`` (default: on a GPU): the workers' batches are copied to page-locked memory first."""
     from torch.utils.data import DataLoader
 
@@ -64,7 +64,7 @@ def encoded_batches(engine, requests: list, batch_size: int, workers: int = 0, p
     here = EncodeCollate(tpl, dtype, threads=min(32, cpus))
     if workers <= 0 or len(chunks) < 2:
         for c in chunks:
-            yield [requests[i] for i in c], *here([requests[i] for i in c])
+            yield c, *here([requests[i] for i in c])
         return
     img_dev = getattr(tpl.processor.image_processor, "device", None)
     if img_dev is not None and str(img_dev) != "cpu":
@@ -75,7 +75,7 @@ def encoded_batches(engine, requests: list, batch_size: int, workers: int = 0, p
                         collate_fn=EncodeCollate(tpl, dtype, threads=1),  # a core each: the GPU's thread needs one
                         pin_memory=on_gpu if pin_memory is None else pin_memory, multiprocessing_context="fork")
     it = iter(loader)  # the workers start on batches 1.. now
-    yield [requests[i] for i in chunks[0]], *here([requests[i] for i in chunks[0]])
+    yield chunks[0], *here([requests[i] for i in chunks[0]])
     for c in chunks[1:]:
         try:
             batch, tis = next(it)
@@ -83,7 +83,7 @@ def encoded_batches(engine, requests: list, batch_size: int, workers: int = 0, p
             if "shared memory" in str(e) or "Bus error" in str(e):
                 raise RuntimeError(f"{e}\n{SHM_HINT}") from e
             raise
-        yield [requests[i] for i in c], batch, tis
+        yield c, batch, tis
 
 
 def infer_encoded(engine, batch: dict, template_inputs: list, request_config) -> list:

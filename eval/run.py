@@ -153,7 +153,6 @@ def generate(engine, rows: list[tuple[str, dict]], pred_file: Path, batch_size: 
     order = sorted(rows, key=lambda r: (meta.get(r[0], {}).get("width", 0) * meta.get(r[0], {}).get("height", 0)))
     reqs = [InferRequest(messages=[m for m in row["messages"] if m["role"] != "assistant"], images=row["images"])
             for _, row in order]
-    by_req = {id(q): r for q, r in zip(reqs, order)}
     bar = tqdm(total=len(order), desc=f"eval {pred_file.parent.name}", unit="sample", disable=not progress)
     t0, n, wait = time.time(), 0, 0.0
     with open(pred_file, "a", encoding="utf-8") as f:
@@ -161,8 +160,8 @@ def generate(engine, rows: list[tuple[str, dict]], pred_file: Path, batch_size: 
         for chunk, batch, tis in encoded_batches(engine, reqs, batch_size, workers, pin_memory):
             wait += time.time() - t
             resps = infer_encoded(engine, batch, tis, cfg)
-            for q, resp in zip(chunk, resps):
-                sid, row = by_req[id(q)]
+            for i, resp in zip(chunk, resps):
+                sid, row = order[i]
                 text = resp.choices[0].message.content or ""
                 f.write(json.dumps(make_record(sid, row, text, meta.get(sid)), ensure_ascii=False) + "\n")
             f.flush()
