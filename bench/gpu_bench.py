@@ -25,6 +25,7 @@ import argparse
 import gc
 import json
 import os
+import re
 import sys
 import tempfile
 import time
@@ -38,6 +39,7 @@ from _common import child_env, median_step_s, prepare_experiment, read_train_log
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("MODELSCOPE_OFFLINE", "1")
 
+VARIANT_FLAGS = {"gpu", "nopin", "graphs"}  # of --eval-variants, besides prefetchN
 TRAIN_VARIANTS = {  # name -> swift sft overrides on top of the generated personalized-LoRA YAML
     "default": [],  # the person_lora template as committed
     "bs4_gc": ["per_device_train_batch_size=4", "gradient_accumulation_steps=1"],
@@ -109,20 +111,21 @@ def user_turn(row) -> list[dict]:
     return [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": text}]}]
 
 
-def timed_generate(engine, rows, batch, new_tokens, device, workers=0, pin_memory=None) -> tuple[float, list[int], float]:
+def timed_generate(engine, rows, batch, new_tokens, device, workers=0, pin_memory=None, prefetch=0,
+                   graphs=False) -> tuple[float, list[int], dict]:
     """eval.run's generate over rows after one warm-up batch: (seconds, answer lengths in chars,
-    seconds spent waiting for encoded batches)."""
+    generate's stats: input wait, decode steps)."""
     from eval.run import generate
 
+    kw = dict(workers=workers, pin_memory=pin_memory, prefetch=prefetch, graphs=graphs)
     with tempfile.TemporaryDirectory() as d:
-        generate(engine, rows[:batch], Path(d) / "warm.jsonl", batch, new_tokens, {}, progress=False)
+        generate(engine, rows[:batch], Path(d) / "warm.jsonl", batch, new_tokens, {}, progress=False, graphs=graphs)
         sync(device)
         t = time.time()
-        st = generate(engine, rows, Path(d) / "p.jsonl", batch, new_tokens, {}, progress=False, workers=workers,
-                      pin_memory=pin_memory)
+        st = generate(engine, rows, Path(d) / "p.jsonl", batch, new_tokens, {}, progress=False, **kw)
         sync(device)
         dt = time.time() - t
-        return dt, [len(json.loads(x)["raw"]) for x in open(Path(d) / "p.jsonl")], st["input_wait_s"]
+        return dt, [len(json.loads(x)["raw"]) for x in open(Path(d) / "p.jsonl")], st
 
 
 def eval_breakdown(engine, rows, batch, new_tokens, device, profile_to: Path | None = None) -> dict:
@@ -132,6 +135,7 @@ def eval_breakdown(engine, rows, batch, new_tokens, device, profile_to: Path | N
     from swift.infer_engine import InferRequest
 
     from eval import gqa_decode
+    from eval.cuda_graphs import graphed_decode
 
     tpl, model = engine.template, engine.model
     tpl.set_mode("transformers")
@@ -161,6 +165,17 @@ def eval_breakdown(engine, rows, batch, new_tokens, device, profile_to: Path | N
             gqa_decode.uninstall()
             _, out["generate_sdpa_decode_s"] = timed(lambda: model.generate(**inputs, generation_config=gen))
             gqa_decode.install()
+        if device == "cuda":  # static cache, decode steps from a CUDA graph (eval.cuda_graphs)
+            static = forced_generation(new_tokens)
+            static.cache_implementation = "static"
+
+            def graphed():
+                with graphed_decode(model):
+                    return model.generate(**inputs, generation_config=static)
+
+            graphed()
+            _, out["generate_graphs_s"] = timed(graphed)
+            out["decode_graphs_s"] = out["generate_graphs_s"] - out["prefill_s"]
         if profile_to is not None:  # the kernels of one prefill, most device time first
             from torch.profiler import ProfilerActivity, profile
 
@@ -191,8 +206,42 @@ def preprocess_difference(engine, rows) -> float:
     return max(float((a - b).abs().max()) for a, b in zip(*out))
 
 
+def graph_difference(engine, rows, batch) -> dict:
+    """One batch answered three ways with log-probs: transformers' dynamic cache, the static cache with
+    eager decode steps, the static cache with the decode steps from a CUDA graph (eval.cuda_graphs)."""
+    from swift.infer_engine import InferRequest, RequestConfig
+
+    from eval.batches import encoded_batches, infer_encoded
+
+    reqs = [InferRequest(messages=r["messages"][:1], images=r["images"]) for _, r in rows[:batch]]
+    cfg = RequestConfig(max_tokens=engine.generation_config.min_new_tokens or 24, temperature=0, logprobs=True)
+    out, on_gpu = {}, engine.model.device.type == "cuda"
+    for name, graphs, capture in (("dynamic", False, None), ("static", True, False), ("graph", True, on_gpu)):
+        (_, b, tis), = encoded_batches(engine, reqs, len(reqs))
+        st = {}
+        resp = infer_encoded(engine, b, tis, cfg, graphs=graphs, capture=capture, stats=st)
+        out[name] = ([r.choices[0].message.content for r in resp],
+                     [[(t["token"], t["logprob"]) for t in r.choices[0].logprobs["content"]] for r in resp], st)
+
+    def compare(a, b) -> dict:
+        """Texts equal; first tokens equal; largest |log-prob difference| over each row's common prefix
+        (after two answers part, their log-probs are of different tokens)."""
+        prefix, first = 0.0, 0
+        for u, v in zip(out[a][1], out[b][1]):
+            first += u[0][0] == v[0][0]
+            for (tu, lu), (tv, lv) in zip(u, v):
+                if tu != tv:
+                    break
+                prefix = max(prefix, abs(lu - lv))
+        return {f"{a}_vs_{b}_texts_equal": sum(x == y for x, y in zip(out[a][0], out[b][0])),
+                f"{a}_vs_{b}_first_tokens_equal": first, f"{a}_vs_{b}_prefix_max_abs_logprob_diff": prefix}
+
+    return {"rows": len(reqs), "graph_steps": out["graph"][2], **compare("graph", "static"),
+            **compare("static", "dynamic")}
+
+
 def bench_eval(cfg, model_dir, device, n, batch, new_tokens, res, out_json, baselines=True, extra_batches=(),
-               profile=False, variants=()):
+               profile=False, variants=(), ladder=True, breakdown=True):
     import torch
 
     from eval import gqa_decode
@@ -206,40 +255,55 @@ def bench_eval(cfg, model_dir, device, n, batch, new_tokens, res, out_json, base
     model = engine.model
 
     gpu_pre = ev["gpu_preprocess"] and device == "cuda"
+    graphs_on = ev["cuda_graphs"] and device == "cuda"
 
-    def measure(key, b=batch, what="", workers=0, gpu=False, pin_memory=None):
+    def measure(key, b=batch, what="", workers=0, gpu=False, pin_memory=None, prefetch=0, graphs=False):
         engine.max_batch_size = b
         set_image_device(engine, model.device if gpu else None)
         m = max(n, 2 * b)
+        how = {"batch": b, "workers": workers, "gpu_preprocess": gpu, "prefetch": prefetch, "cuda_graphs": graphs}
         try:
-            dt, lens, wait = timed_generate(engine, (rows * (1 + m // len(rows)))[:m], b, new_tokens, device,
-                                            workers, pin_memory)
+            dt, lens, st = timed_generate(engine, (rows * (1 + m // len(rows)))[:m], b, new_tokens, device,
+                                          workers, pin_memory, prefetch, graphs)
         except Exception as e:  # one failed variant does not lose the others
-            res["eval"][key] = {"batch": b, "workers": workers, "gpu_preprocess": gpu, "error": repr(e)[:500]}
+            res["eval"][key] = {**how, "error": repr(e)[:500]}
             log(f"{key}{what}: FAILED {e!r}")
             return
-        res["eval"][key] = {"samples": m, "batch": b, "seconds": dt, "samples_per_s": m / dt, "workers": workers,
-                            "gpu_preprocess": gpu, "input_wait_s": wait, "answer_chars_mean": sum(lens) / len(lens)}
+        res["eval"][key] = {"samples": m, **how, "seconds": dt, "samples_per_s": m / dt,
+                            "input_wait_s": st["input_wait_s"], "decode_steps": st["decode_steps"],
+                            "answer_chars_mean": sum(lens) / len(lens)}
         if pin_memory is not None:
             res["eval"][key]["pin_memory"] = pin_memory
-        log(f"{key}{what}: {m / dt:.2f} samples/s (batch {b}, waited {wait:.2f} s for inputs)")
+        log(f"{key}{what}: {m / dt:.2f} samples/s (batch {b}, waited {st['input_wait_s']:.2f} s for inputs"
+            f"{', decode steps ' + str(st['decode_steps']) if graphs else ''})")
         save(res, out_json)
 
     if baselines:  # on the stock model, before eval.run's speed-ups touch it
         hf_baselines(cfg, model_dir, model, rows, device, n, batch, new_tokens, res, out_json)
     # the project's eval.run path (swift TransformersEngine, size-sorted batches), one speed-up at a time
-    measure("eval_run_stock", what=" (swift engine, transformers' sdpa)")
+    if ladder:
+        measure("eval_run_stock", what=" (swift engine, transformers' sdpa)")
     if ev["gqa_decode"]:
         gqa_decode.install()
-        measure("eval_run_gqa", what=" (+ GQA decode step)")
+        if ladder:
+            measure("eval_run_gqa", what=" (+ GQA decode step)")
     if ev["liger_kernel"] and device == "cuda":
         apply_liger(model)  # in place: last
-        measure("eval_run_liger", what=" (+ Liger kernels)")
+        if ladder:
+            measure("eval_run_liger", what=" (+ Liger kernels)")
     if gpu_pre:
         res["eval"]["gpu_preprocess_max_abs_diff"] = preprocess_difference(engine, rows[:8])
         log(f"patches made on the GPU vs the CPU: max |diff| {res['eval']['gpu_preprocess_max_abs_diff']}")
-    measure("eval_run", what=f" (as configured: gpu_preprocess {gpu_pre}, {ev['workers']} encoding workers)",
-            workers=ev["workers"], gpu=gpu_pre)
+    if graphs_on or device == "cpu":  # on the CPU: the same path without capturing a graph
+        set_image_device(engine, model.device if gpu_pre else None)
+        try:
+            res["eval"]["graph_check"] = graph_difference(engine, rows, min(batch, 32))
+        except Exception as e:  # the throughput figures below still come
+            res["eval"]["graph_check"] = {"error": repr(e)[:500]}
+        log(f"decode from CUDA graphs vs eager: {res['eval']['graph_check']}")
+    measure("eval_run", what=f" (as configured: gpu_preprocess {gpu_pre}, {ev['workers']} encoding workers, "
+                             f"prefetch {ev['prefetch']}, cuda_graphs {graphs_on})",
+            workers=ev["workers"], gpu=gpu_pre, prefetch=ev["prefetch"], graphs=graphs_on)
     tpl = engine.template
     tpl.set_mode("transformers")
     from swift.infer_engine import InferRequest
@@ -249,19 +313,26 @@ def bench_eval(cfg, model_dir, device, n, batch, new_tokens, res, out_json, base
     res["eval"]["eval_run"].update(prompt_tokens_mean=sum(prompt_tokens) / len(prompt_tokens),
                                    gqa_decode=ev["gqa_decode"], liger_kernel=ev["liger_kernel"] and device == "cuda")
     for b in extra_batches:
-        measure(f"eval_run_b{b}", b=b, workers=ev["workers"], gpu=gpu_pre)
-    for v in variants:  # BATCH:WORKERS[:gpu][:nopin]
+        measure(f"eval_run_b{b}", b=b, workers=ev["workers"], gpu=gpu_pre, prefetch=ev["prefetch"], graphs=graphs_on)
+    for v in variants:  # BATCH:WORKERS[:gpu][:nopin][:prefetchN][:graphs]
         b, w, *rest = v.split(":")
-        gpu = "gpu" in rest and device == "cuda"
-        measure(f"eval_run_b{b}_w{w}{'_gpu' if gpu else '_cpu'}{'_nopin' if 'nopin' in rest else ''}", b=int(b),
-                workers=int(w), gpu=gpu, pin_memory=False if "nopin" in rest else None)
+        pre = [f for f in rest if re.fullmatch(r"prefetch\d+", f)]
+        unknown = set(rest) - VARIANT_FLAGS - set(pre)
+        if unknown:
+            raise SystemExit(f"--eval-variants {v}: unknown flag(s) {sorted(unknown)} (gpu, nopin, prefetchN, graphs)")
+        gpu, graphs = ("gpu" in rest and device == "cuda"), ("graphs" in rest and device == "cuda")
+        name = "".join([f"eval_run_b{b}_w{w}", "_gpu" if gpu else "_cpu", "_nopin" if "nopin" in rest else ""]
+                       + [f"_{f}" for f in pre] + ["_graphs" if graphs else ""])
+        measure(name, b=int(b), workers=int(w), gpu=gpu, pin_memory=False if "nopin" in rest else None,
+                prefetch=int(pre[0][8:]) if pre else 0, graphs=graphs)
     set_image_device(engine, model.device if gpu_pre else None)
     engine.max_batch_size = batch
-    res["eval"]["breakdown"] = eval_breakdown(engine, rows, batch, new_tokens, device,
-                                              out_json.with_suffix(".prefill_profile.txt") if profile else None)
-    log(f"breakdown (batch {batch}): " + ", ".join(f"{k} {v:.3f}" for k, v in res["eval"]["breakdown"].items()
-                                                   if k != "batch"))
-    save(res, out_json)
+    if breakdown:
+        res["eval"]["breakdown"] = eval_breakdown(engine, rows, batch, new_tokens, device,
+                                                  out_json.with_suffix(".prefill_profile.txt") if profile else None)
+        log(f"breakdown (batch {batch}): " + ", ".join(f"{k} {v:.3f}" for k, v in res["eval"]["breakdown"].items()
+                                                       if k != "batch"))
+        save(res, out_json)
     gqa_decode.uninstall()
     engine = model = None  # free the GPU memory for the training runs
     gc.collect()
@@ -489,11 +560,15 @@ def main(argv=None):
     p.add_argument("--batch", type=int, default=64)
     p.add_argument("--new-tokens", type=int, default=24)
     p.add_argument("--train-steps", type=int, default=25)
-    p.add_argument("--skip", choices=["eval", "train", "baselines", "handrolled"], action="append", default=[])
+    p.add_argument("--skip", choices=["eval", "train", "baselines", "handrolled", "breakdown"], action="append",
+                   default=[])
     p.add_argument("--eval-batches", type=int, nargs="+", default=None, help="extra eval.run batch sizes")
-    p.add_argument("--eval-variants", nargs="+", default=[], metavar="BATCH:WORKERS[:gpu][:nopin]",
-                   help="eval.run at these batch sizes / encoding workers (gpu: patches made on the GPU; "
-                        "nopin: workers' batches not page-locked)")
+    p.add_argument("--eval-variants", nargs="+", default=[], metavar="BATCH:WORKERS[:FLAG...]",
+                   help="eval.run at these batch sizes / encoding workers; flags: gpu (patches made on the GPU), "
+                        "nopin (workers' batches not page-locked), prefetchN (N threads encode the next batch), "
+                        "graphs (decode steps from a CUDA graph)")
+    p.add_argument("--no-eval-ladder", action="store_true",
+                   help="skip eval.run's one-speed-up-at-a-time measurements (stock, +GQA, +Liger)")
     p.add_argument("--train-variants", nargs="+", choices=sorted(TRAIN_VARIANTS), default=None)
     p.add_argument("--handrolled", nargs="+", choices=sorted(HANDROLLED), default=None,
                    help="hand-rolled PEFT loop variants (default: handrolled_bs4_gc)")
@@ -535,7 +610,7 @@ def main(argv=None):
     if "eval" not in a.skip:
         bench_eval(cfg, model_dir, a.device, a.n_eval, a.batch, a.new_tokens, res, out_json,
                    baselines="baselines" not in a.skip, extra_batches=a.eval_batches or [], profile=a.profile,
-                   variants=a.eval_variants)
+                   variants=a.eval_variants, ladder=not a.no_eval_ladder, breakdown="breakdown" not in a.skip)
     if "handrolled" not in a.skip:
         for h in (a.handrolled or ["handrolled_bs4_gc"])[:1 if a.quick else None]:
             bench_handrolled(cfg, model_dir, a.device, a.train_steps if a.quick else max(a.train_steps, 20), res,

@@ -10,7 +10,8 @@ is its training encoding minus the answer. Each sample's answer is appended at o
 never scores a sample twice. With several devices the rows are sharded (row i -> device i mod n),
 one process per device, and merged in row order. Per job it writes ``out.json`` (per-sample
 records), ``metrics.json`` and ``results.txt``. Speed (GPU; bench/RESULTS.md): batches of similar
-screens, ``eval.gqa_decode``, ``eval.liger_kernel``, ``eval.gpu_preprocess`` (eval/batches.py).
+screens, ``eval.gqa_decode``, ``eval.liger_kernel``, ``eval.gpu_preprocess`` and ``eval.prefetch``
+(eval/batches.py), ``eval.cuda_graphs`` (eval/cuda_graphs.py).
 """
 from __future__ import annotations
 
@@ -137,29 +138,31 @@ def apply_liger(model) -> None:
 
 def generate(engine, rows: list[tuple[str, dict]], pred_file: Path, batch_size: int, max_new_tokens: int,
              meta: dict[str, dict], progress: bool = True, extra: dict | None = None, workers: int = 0,
-             pin_memory: bool | None = None) -> dict:
+             pin_memory: bool | None = None, prefetch: int = 0, graphs: bool = False) -> dict:
     """Answer the rows not yet in pred_file, in batches, appending each batch as it finishes.
-    ``workers``: processes encoding the next batches while this one generates (eval/batches.py).
-    Returns {"samples", "seconds", "input_wait_s"}: the last is the time spent waiting for encoded batches."""
+    ``workers`` processes or ``prefetch`` threads encode the next batches while this one generates
+    (eval/batches.py); ``graphs``: decode steps from a CUDA graph over a static cache (eval/cuda_graphs.py).
+    Returns {"samples", "seconds", "input_wait_s", "decode_steps"}: the time spent waiting for encoded
+    batches, and with ``graphs`` the decode steps run eagerly / replayed."""
     from swift.infer_engine import InferRequest, RequestConfig
     from tqdm import tqdm
 
     from .batches import encoded_batches, infer_encoded
 
     if not rows:
-        return {"samples": 0, "seconds": 0.0, "input_wait_s": 0.0}
+        return {"samples": 0, "seconds": 0.0, "input_wait_s": 0.0, "decode_steps": {}}
     cfg = RequestConfig(max_tokens=max_new_tokens, temperature=0, **(extra or {}))
     # similar sizes together: less padding (screens of one phone share a token count)
     order = sorted(rows, key=lambda r: (meta.get(r[0], {}).get("width", 0) * meta.get(r[0], {}).get("height", 0)))
     reqs = [InferRequest(messages=[m for m in row["messages"] if m["role"] != "assistant"], images=row["images"])
             for _, row in order]
     bar = tqdm(total=len(order), desc=f"eval {pred_file.parent.name}", unit="sample", disable=not progress)
-    t0, n, wait = time.time(), 0, 0.0
+    t0, n, wait, steps = time.time(), 0, 0.0, {}
     with open(pred_file, "a", encoding="utf-8") as f:
         t = time.time()
-        for chunk, batch, tis in encoded_batches(engine, reqs, batch_size, workers, pin_memory):
+        for chunk, batch, tis in encoded_batches(engine, reqs, batch_size, workers, pin_memory, prefetch):
             wait += time.time() - t
-            resps = infer_encoded(engine, batch, tis, cfg)
+            resps = infer_encoded(engine, batch, tis, cfg, graphs=graphs, stats=steps)
             for i, resp in zip(chunk, resps):
                 sid, row = order[i]
                 text = resp.choices[0].message.content or ""
@@ -170,7 +173,7 @@ def generate(engine, rows: list[tuple[str, dict]], pred_file: Path, batch_size: 
             bar.set_postfix(samples_per_s=f"{n / (time.time() - t0):.2f}", input_wait=f"{wait / (time.time() - t0):.0%}")
             t = time.time()
     bar.close()
-    return {"samples": n, "seconds": time.time() - t0, "input_wait_s": wait}
+    return {"samples": n, "seconds": time.time() - t0, "input_wait_s": wait, "decode_steps": steps}
 
 
 def results_text(m: dict, title: str) -> str:
@@ -219,7 +222,8 @@ def _worker(args, cfg, jobs, shard: int, num_shards: int, device: str) -> None:
                           gpu_preprocess=ev["gpu_preprocess"])
     name = PRED_FILE if num_shards == 1 else f"predictions.shard{shard}.jsonl"
     for mine, out in todo:
-        generate(engine, mine, out / name, args.batch_size, args.max_new_tokens, meta, workers=ev["workers"])
+        generate(engine, mine, out / name, args.batch_size, args.max_new_tokens, meta, workers=ev["workers"],
+                 prefetch=ev["prefetch"], graphs=ev["cuda_graphs"] and engine.model.device.type == "cuda")
 
 
 def run(args) -> list[dict]:
@@ -232,6 +236,9 @@ def run(args) -> list[dict]:
     jobs = [(Path(d), Path(o)) for d, o in zip(args.data, args.out)]
     devices = [d for d in str(args.devices).split(",") if d]
     ev = cfg["eval"]
+    if ev["workers"] > 0 and ev["prefetch"] > 0:
+        raise SystemExit(f"{cfg['config_path']}: eval.workers={ev['workers']} and eval.prefetch={ev['prefetch']} both "
+                         "encode the next batches (processes / threads): set one of them to 0")
     if ev["gpu_preprocess"] and ev["workers"] > 0 and any(d != "cpu" for d in devices):
         raise SystemExit(f"{cfg['config_path']}: eval.workers={ev['workers']} and eval.gpu_preprocess: true exclude "
                          "each other on a GPU (forked workers cannot use it): set eval.workers=0 or "

@@ -19,6 +19,11 @@ def test_gpu_bench_runs_on_cpu_with_the_tiny_model(tmp_path):
     ev = r["eval"]["eval_run"]
     assert ev["gqa_decode"] is True and ev["liger_kernel"] is False and ev["gpu_preprocess"] is False  # CPU
     assert 0 < ev["input_wait_s"] < ev["seconds"]
+    assert ev["prefetch"] == 4 and ev["cuda_graphs"] is False  # pigg.yaml's prefetch; graphs: GPU only
+    g = r["eval"]["graph_check"]  # on the CPU: the static-cache path without capturing a graph
+    assert g["graph_steps"] == {"new_inputs": 1, "eager": 23, "captures": 0, "replays": 0}  # 24 forced tokens
+    assert g["graph_vs_static_texts_equal"] == g["rows"] == 4 and g["graph_vs_static_prefix_max_abs_logprob_diff"] == 0
+    assert g["static_vs_dynamic_first_tokens_equal"] == 4 and g["static_vs_dynamic_prefix_max_abs_logprob_diff"] < 1e-4
     b = r["eval"]["breakdown"]
     assert b["batch"] == 4 and min(b[k] for k in ("encode_s", "vision_s", "prefill_s", "generate_s")) > 0
     assert b["generate_s"] > b["prefill_s"] and b["generate_sdpa_decode_s"] > b["prefill_s"]  # 24 forced new tokens

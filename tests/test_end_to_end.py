@@ -157,6 +157,47 @@ def test_eval_workers_give_the_answers_of_swifts_engine(e2e):
     assert run(0) == (swift, [3, 3, 2])
 
 
+def test_eval_prefetch_and_static_cache_give_the_answers_of_swifts_engine(e2e):
+    """eval.prefetch: batches 1.. are encoded by the prefetching thread, in order, and answer exactly as
+    swift's TransformersEngine.infer. The static-cache decode path of eval.cuda_graphs (on the CPU: its
+    input buffers without the graph) keeps one set of buffers per batch (one graph per batch on a GPU)
+    and the answers (log-probs within 1e-4: a longer, masked cache sums in another order)."""
+    import threading
+
+    from swift.infer_engine import InferRequest, RequestConfig
+
+    import eval.batches as batches
+    from eval.run import build_engine, load_rows
+
+    os.environ["IMAGE_MAX_TOKEN_NUM"] = str(e2e["cfg"]["image_max_token_num"])
+    engine = build_engine(str(e2e["model"]), [], 3, "cpu")
+    rows = load_rows(Path(e2e["cfg"]["paths"]["data"]) / "swift" / "user_1" / "all.jsonl")[:8]
+    reqs = [InferRequest(messages=r["messages"][:1], images=r["images"]) for _, r in rows]
+    cfg = RequestConfig(max_tokens=4, temperature=0, logprobs=True)
+
+    def logprobs(resps):
+        return [[t["logprob"] for t in r.choices[0].logprobs["content"]] for r in resps]
+
+    swift = logprobs(engine.infer(reqs, cfg, use_tqdm=False))
+    real, where = batches.EncodeCollate.__call__, []
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(batches.EncodeCollate, "__call__",
+                   lambda self, q: where.append((threading.current_thread().name[:13], len(q))) or real(self, q))
+        out = []
+        for chunk, batch, tis in batches.encoded_batches(engine, reqs, 3, prefetch=2):
+            out += [(chunk, batches.infer_encoded(engine, batch, tis, cfg))]
+    assert where == [("MainThread", 3), ("eval-prefetch", 3), ("eval-prefetch", 2)]
+    assert [c for c, _ in out] == [[0, 1, 2], [3, 4, 5], [6, 7]]
+    assert logprobs([r for _, rs in out for r in rs]) == swift
+    steps, static = {}, []
+    for chunk, batch, tis in batches.encoded_batches(engine, reqs, 3):
+        static += batches.infer_encoded(engine, batch, tis, cfg, graphs=True, stats=steps)
+    assert steps == {"new_inputs": 3, "eager": 3 * 3, "captures": 0, "replays": 0}  # 3 batches x 3 decode steps
+    assert len(set(map(tuple, swift))) >= 4  # rows differ in their answer log-probs
+    assert [len(x) for x in logprobs(static)] == [len(x) for x in swift] == [4] * 8
+    assert max(abs(a - b) for x, y in zip(logprobs(static), swift) for a, b in zip(x, y)) < 1e-4
+
+
 def _wait_for(cond, proc, timeout):
     t0 = time.time()
     while time.time() - t0 < timeout:
@@ -172,7 +213,8 @@ def test_eval_kill_and_resume_scores_each_sample_once(e2e, tmp_path):
     data = Path(e2e["cfg"]["paths"]["data"]) / "swift" / "user_1" / "all.jsonl"
     out = tmp_path / "ev"
     cmd = ["python3", "-m", "eval.run", "--config", e2e["path"], *e2e["ov"], "--model", str(e2e["model"]),
-           "--data", str(data), "--out", str(out), "--batch-size", "2", "--set", "eval.workers=2"]
+           "--data", str(data), "--out", str(out), "--batch-size", "2", "--set", "eval.workers=2",
+           "--set", "eval.prefetch=0"]
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                             start_new_session=True)

@@ -21,9 +21,13 @@ def test_gpu_preprocess_and_workers_exclude_each_other_before_any_work(tmp_path)
     from conftest import write_experiment
     from eval.run import main
 
-    cfg = write_experiment(tmp_path, eval__workers=2, eval__gpu_preprocess=True)
+    cfg = write_experiment(tmp_path, eval__workers=2, eval__gpu_preprocess=True, eval__prefetch=4)
     args = ["--config", str(cfg), "--model", str(tmp_path / "m"), "--data", str(tmp_path / "x.jsonl"),
             "--out", str(tmp_path / "o"), "--devices", "0"]
+    # prefetching threads (pigg.yaml's 4) and workers as well: refused on any device, first
+    with pytest.raises(SystemExit, match=r"t\.yaml: eval\.workers=2 and eval\.prefetch=4 both encode"):
+        main(args[:-1] + ["cpu"])
+    cfg = write_experiment(tmp_path, eval__workers=2, eval__gpu_preprocess=True, eval__prefetch=0)
     with pytest.raises(SystemExit, match=r"t\.yaml: eval\.workers=2 and eval\.gpu_preprocess: true exclude"):
         main(args)
     # on the CPU gpu_preprocess is off anyway: the run goes on, as far as the data that was never built
