@@ -42,6 +42,20 @@ def visual_tensors(folder: Path) -> dict:
     return out
 
 
+def eval_requests(e2e, n: int, max_tokens: int, **engine_kw):
+    """A CPU engine (batches of 3) on the tiny model, user 1's first n eval requests, and a greedy
+    request config with log-probs."""
+    from swift.infer_engine import InferRequest, RequestConfig
+
+    from eval.run import build_engine, load_rows
+
+    os.environ["IMAGE_MAX_TOKEN_NUM"] = str(e2e["cfg"]["image_max_token_num"])
+    engine = build_engine(str(e2e["model"]), [], 3, "cpu", **engine_kw)
+    rows = load_rows(Path(e2e["cfg"]["paths"]["data"]) / "swift" / "user_1" / "all.jsonl")[:n]
+    reqs = [InferRequest(messages=r["messages"][:1], images=r["images"]) for _, r in rows]
+    return engine, reqs, RequestConfig(max_tokens=max_tokens, temperature=0, logprobs=True)
+
+
 def test_global_full_keeps_vision_frozen_and_loads(e2e):
     run_cli("-m", "swift_configs.train", "--config", e2e["path"], *e2e["ov"], "--full")
     d = run_dir(e2e["cfg"], "global_full")
@@ -93,17 +107,11 @@ def test_eval_input_is_training_encoding_minus_answer(e2e):
 def test_gqa_decode_gives_the_same_answers_as_sdpa(e2e):
     """eval.run's GQA decode step (eval.gqa_decode, on by default) changes no answer of a batched run
     (compared on the answer tokens' log-probs, to 4 decimals)."""
-    from swift.infer_engine import InferRequest, RequestConfig
     from transformers.modeling_utils import AttentionInterface
 
     from eval import gqa_decode
-    from eval.run import build_engine, load_rows
 
-    os.environ["IMAGE_MAX_TOKEN_NUM"] = str(e2e["cfg"]["image_max_token_num"])
-    engine = build_engine(str(e2e["model"]), [], 3, "cpu", gqa_decode=True)
-    rows = load_rows(Path(e2e["cfg"]["paths"]["data"]) / "swift" / "user_1" / "all.jsonl")[:7]
-    reqs = [InferRequest(messages=r["messages"][:1], images=r["images"]) for _, r in rows]
-    cfg = RequestConfig(max_tokens=12, temperature=0, logprobs=True)
+    engine, reqs, cfg = eval_requests(e2e, 7, 12, gqa_decode=True)
     mapping, steps = AttentionInterface._global_mapping, []
 
     def answers():
@@ -126,16 +134,9 @@ def test_eval_workers_give_the_answers_of_swifts_engine(e2e):
     """Batches encoded by eval.workers processes (eval/batches.py) answer exactly as swift's own
     TransformersEngine.infer and as in-process encoding, row for row (compared on the log-probs of
     the answer tokens: the untrained model's texts are alike, its log-probs are not)."""
-    from swift.infer_engine import InferRequest, RequestConfig
+    from eval import batches
 
-    import eval.batches as batches
-    from eval.run import build_engine, load_rows
-
-    os.environ["IMAGE_MAX_TOKEN_NUM"] = str(e2e["cfg"]["image_max_token_num"])
-    engine = build_engine(str(e2e["model"]), [], 3, "cpu")
-    rows = load_rows(Path(e2e["cfg"]["paths"]["data"]) / "swift" / "user_1" / "all.jsonl")[:8]
-    reqs = [InferRequest(messages=r["messages"][:1], images=r["images"]) for _, r in rows]
-    cfg = RequestConfig(max_tokens=3, temperature=0, logprobs=True)
+    engine, reqs, cfg = eval_requests(e2e, 8, 3)
 
     def logprobs(resps):
         return [tuple(round(t["logprob"], 4) for t in r.choices[0].logprobs["content"]) for r in resps]
@@ -164,16 +165,9 @@ def test_eval_prefetch_and_static_cache_give_the_answers_of_swifts_engine(e2e):
     and the answers (log-probs within 1e-4: a longer, masked cache sums in another order)."""
     import threading
 
-    from swift.infer_engine import InferRequest, RequestConfig
+    from eval import batches
 
-    import eval.batches as batches
-    from eval.run import build_engine, load_rows
-
-    os.environ["IMAGE_MAX_TOKEN_NUM"] = str(e2e["cfg"]["image_max_token_num"])
-    engine = build_engine(str(e2e["model"]), [], 3, "cpu")
-    rows = load_rows(Path(e2e["cfg"]["paths"]["data"]) / "swift" / "user_1" / "all.jsonl")[:8]
-    reqs = [InferRequest(messages=r["messages"][:1], images=r["images"]) for _, r in rows]
-    cfg = RequestConfig(max_tokens=4, temperature=0, logprobs=True)
+    engine, reqs, cfg = eval_requests(e2e, 8, 4)
 
     def logprobs(resps):
         return [[t["logprob"] for t in r.choices[0].logprobs["content"]] for r in resps]
