@@ -111,6 +111,13 @@ def user_turn(row) -> list[dict]:
     return [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": text}]}]
 
 
+def requests_of(rows) -> list:
+    """swift InferRequests of swift-format rows: the user turn (prompt + screenshot), no answer."""
+    from swift.infer_engine import InferRequest
+
+    return [InferRequest(messages=r["messages"][:1], images=r["images"]) for _, r in rows]
+
+
 def timed_generate(engine, rows, batch, new_tokens, device, workers=0, pin_memory=None, prefetch=0,
                    graphs=False) -> tuple[float, list[int], dict]:
     """eval.run's generate over rows after one warm-up batch: (seconds, answer lengths in chars,
@@ -132,14 +139,13 @@ def eval_breakdown(engine, rows, batch, new_tokens, device, profile_to: Path | N
     """Seconds per stage for one batch through swift's engine: CPU encode, collate + copy, vision
     tower, prefill (the GPU floor: one forward over encoded inputs), generate (prefill + decode)."""
     import torch
-    from swift.infer_engine import InferRequest
 
     from eval import gqa_decode
     from eval.cuda_graphs import graphed_decode
 
     tpl, model = engine.template, engine.model
     tpl.set_mode("transformers")
-    reqs = [InferRequest(messages=r["messages"][:1], images=r["images"]) for _, r in rows[:batch]]
+    reqs = requests_of(rows[:batch])
 
     def timed(fn):
         sync(device)
@@ -192,16 +198,13 @@ def eval_breakdown(engine, rows, batch, new_tokens, device, profile_to: Path | N
 
 def preprocess_difference(engine, rows) -> float:
     """Largest |difference| between the patches the image processor makes on the CPU and on the GPU."""
-    from swift.infer_engine import InferRequest
-
     from eval.run import set_image_device
 
     tpl, out = engine.template, []
     tpl.set_mode("transformers")
     for dev in (None, engine.model.device):
         set_image_device(engine, dev)
-        out.append([tpl.encode(InferRequest(messages=r["messages"][:1], images=r["images"]))["pixel_values"].cpu()
-                    for _, r in rows])
+        out.append([tpl.encode(r)["pixel_values"].cpu() for r in requests_of(rows)])
     set_image_device(engine, None)
     return max(float((a - b).abs().max()) for a, b in zip(*out))
 
@@ -209,15 +212,15 @@ def preprocess_difference(engine, rows) -> float:
 def graph_difference(engine, rows, batch) -> dict:
     """One batch answered three ways with log-probs: transformers' dynamic cache, the static cache with
     eager decode steps, the static cache with the decode steps from a CUDA graph (eval.cuda_graphs)."""
-    from swift.infer_engine import InferRequest, RequestConfig
+    from swift.infer_engine import RequestConfig
 
     from eval.batches import encoded_batches, infer_encoded
 
-    reqs = [InferRequest(messages=r["messages"][:1], images=r["images"]) for _, r in rows[:batch]]
+    reqs = requests_of(rows[:batch])
     cfg = RequestConfig(max_tokens=engine.generation_config.min_new_tokens or 24, temperature=0, logprobs=True)
     out, on_gpu = {}, engine.model.device.type == "cuda"
+    (_, b, tis), = encoded_batches(engine, reqs, len(reqs))  # one encoding, answered three ways
     for name, graphs, capture in (("dynamic", False, None), ("static", True, False), ("graph", True, on_gpu)):
-        (_, b, tis), = encoded_batches(engine, reqs, len(reqs))
         st = {}
         resp = infer_encoded(engine, b, tis, cfg, graphs=graphs, capture=capture, stats=st)
         out[name] = ([r.choices[0].message.content for r in resp],
@@ -306,10 +309,7 @@ def bench_eval(cfg, model_dir, device, n, batch, new_tokens, res, out_json, base
             workers=ev["workers"], gpu=gpu_pre, prefetch=ev["prefetch"], graphs=graphs_on)
     tpl = engine.template
     tpl.set_mode("transformers")
-    from swift.infer_engine import InferRequest
-
-    prompt_tokens = [len(tpl.encode(InferRequest(messages=r["messages"][:1], images=r["images"]))["input_ids"])
-                     for _, r in rows[:8]]
+    prompt_tokens = [len(tpl.encode(r)["input_ids"]) for r in requests_of(rows[:8])]
     res["eval"]["eval_run"].update(prompt_tokens_mean=sum(prompt_tokens) / len(prompt_tokens),
                                    gqa_decode=ev["gqa_decode"], liger_kernel=ev["liger_kernel"] and device == "cuda")
     for b in extra_batches:

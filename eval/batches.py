@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import os
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import nullcontext
 from copy import deepcopy
 
 SHM_HINT = ("eval workers pass batches through shared memory (/dev/shm); enlarge it (docker: --shm-size=16g) "
@@ -85,15 +86,16 @@ def encoded_batches(engine, requests: list, batch_size: int, workers: int = 0, p
     chunks = [list(range(i, min(i + batch_size, len(requests)))) for i in range(0, len(requests), batch_size)]
     cpus = os.cpu_count() or 1
     here = EncodeCollate(tpl, dtype, threads=min(32, cpus))
+    img_dev = getattr(tpl.processor.image_processor, "device", None)
+    img_gpu = img_dev if img_dev is not None and str(img_dev) != "cpu" else None  # eval.gpu_preprocess
     if workers <= 0 and prefetch > 0 and len(chunks) > 1:
-        yield from _prefetched(tpl, dtype, requests, chunks, prefetch, here)
+        yield from _prefetched(tpl, dtype, requests, chunks, prefetch, here, img_gpu)
         return
     if workers <= 0 or len(chunks) < 2:
         for c in chunks:
             yield c, *here([requests[i] for i in c])
         return
-    img_dev = getattr(tpl.processor.image_processor, "device", None)
-    if img_dev is not None and str(img_dev) != "cpu":
+    if img_gpu is not None:
         raise ValueError(f"eval.workers={workers} encodes in forked processes, which cannot use the GPU the image "
                          f"processor is set to ({img_dev}, eval.gpu_preprocess: true): set one of them off")
     workers = min(workers, len(chunks) - 1)
@@ -112,13 +114,13 @@ def encoded_batches(engine, requests: list, batch_size: int, workers: int = 0, p
         yield c, batch, tis
 
 
-def _prefetched(tpl, dtype, requests, chunks, threads, first):
+def _prefetched(tpl, dtype, requests, chunks, threads, first, img_gpu):
     """encoded_batches with the encoding of batch i+1 in ``threads`` threads while batch i is out;
-    batch 0 by ``first`` (all cores: there is nothing to overlap with yet)."""
+    batch 0 by ``first`` (all cores: there is nothing to overlap with yet). ``img_gpu``: the GPU the
+    image processor works on (None: the CPU), given a stream of the threads' own."""
     import torch
 
-    img_dev = getattr(tpl.processor.image_processor, "device", None)
-    stream = torch.cuda.Stream(device=img_dev) if img_dev is not None and str(img_dev) != "cpu" else None
+    stream = torch.cuda.Stream(device=img_gpu) if img_gpu is not None else None
     enc = EncodeCollate(tpl, dtype, threads=threads, stream=stream)
     with ThreadPoolExecutor(1, thread_name_prefix="eval-prefetch") as ex:
         ready = first([requests[i] for i in chunks[0]])
@@ -148,15 +150,13 @@ def infer_encoded(engine, batch: dict, template_inputs: list, request_config, gr
         engine.set_default_max_tokens(cfg, inputs)
         gen = engine._prepare_generation_config(cfg)
         engine._add_stop_words(gen, cfg)
-        if not graphs:
-            return engine._infer_full(inputs=inputs, generation_config=gen, adapter_request=None,
-                                      request_config=cfg, template_inputs=template_inputs)
-        gen.cache_implementation = "static"
+        if graphs:
+            gen.cache_implementation = "static"
         capture = model.device.type == "cuda" if capture is None else capture
-        with graphed_decode(model, capture=capture) as runner:
+        with graphed_decode(model, capture=capture) if graphs else nullcontext() as runner:
             out = engine._infer_full(inputs=inputs, generation_config=gen, adapter_request=None,
                                      request_config=cfg, template_inputs=template_inputs)
-        if stats is not None:
+        if runner is not None and stats is not None:
             for k, v in runner.stats.items():
                 stats[k] = stats.get(k, 0) + v
         return out

@@ -50,7 +50,7 @@ class DecodeGraphs:
 
     def release(self) -> None:
         """Drop the graph, its buffers and the cache they point at."""
-        self.key = self.static = self.graph = self.out = self.pool = None
+        self.key = self.static = self.graph = self.out = None
 
     def _copy_in(self, kw: dict) -> None:
         import torch
@@ -84,10 +84,9 @@ class DecodeGraphs:
             return self.model(**self.static)
         if self.graph is None:
             try:
-                self.pool = torch.cuda.graph_pool_handle()
                 self.graph = torch.cuda.CUDAGraph()
                 # thread_local: a prefetching thread may use the GPU (eval.prefetch) while this one captures
-                with torch.cuda.graph(self.graph, pool=self.pool, capture_error_mode="thread_local"):
+                with torch.cuda.graph(self.graph, capture_error_mode="thread_local"):
                     self.out = self.model(**self.static)
             except Exception as e:  # something in the step cannot be captured: eager from here on, said once
                 global CAPTURE_ERROR
