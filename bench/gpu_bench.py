@@ -35,6 +35,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "scripts"))
 sys.path.insert(0, str(ROOT / "bench"))
+from data_prep.io import write_json  # noqa: E402
 from _common import child_env, median_step_s, prepare_experiment, read_train_log, run_polled, steady_rate  # noqa: E402
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("MODELSCOPE_OFFLINE", "1")
@@ -66,8 +67,7 @@ def log(msg):
 
 
 def save(res, path):
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(res, indent=1) + "\n")
+    write_json(path, res)  # strict JSON: an undefined figure is null, never NaN
 
 
 def make_data(tmp: Path, shape: str, budget: int):

@@ -20,6 +20,7 @@ from pathlib import Path
 
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # bench/_common.py
+from data_prep.io import write_json  # noqa: E402
 from _common import ROOT, child_env, prepare_experiment  # noqa: E402
 
 
@@ -74,8 +75,7 @@ def main(argv=None):
     if res["sequential"]["rc"] == 0 and res["parallel"]["rc"] == 0:
         res["speedup"] = res["sequential"]["wall_s"] / res["parallel"]["wall_s"]
     out = Path(a.out) / f"parallel_folds_{len(gpus)}{'gpu' if on_gpu else 'cpu'}.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(res, indent=1) + "\n")
+    write_json(out, res)
     print(json.dumps({k: v for k, v in res.items() if k not in ("sequential", "parallel")}, indent=1))
     print(f"wrote {out}")
 

@@ -14,35 +14,65 @@ from __future__ import annotations
 import argparse
 import json
 import shutil
+import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # bench/_common.py
+from data_prep.io import write_json  # noqa: E402
 from _common import ROOT, child_env, prepare_experiment, read_train_log, run_polled, steady_rate  # noqa: E402
 
 TOKENS = 1082  # per sample: prompt ≈ 1052 (measured by gpu_bench) + answer ≈ 30
 
 
+LIGER = {"": None, "liger": {}, "liger-noce": {"fused_linear_cross_entropy": False}}
+
+
 def parse_variant(v: str) -> dict:
-    """"3:4:gc" -> ZeRO stage 3, per-GPU batch 4 (accumulation 8 / 4), gradient checkpointing on."""
+    """"3:4:gc" -> ZeRO stage 3, per-GPU batch 4 (accumulation 8 / 4), gradient checkpointing on;
+    a fourth field sets Liger's kernels (liger: as the template; liger-noce: without the fused linear
+    cross-entropy, which reads lm_head's weight outside its module) or turns them off (noliger);
+    ":offload" after it puts AdamW's states in CPU memory (train.offload: optimizer); "@2" runs it on the
+    first 2 of --gpus."""
+    v, _, ngpu = v.partition("@")
+    parts = v.split(":")
     try:
-        zero, bs, g = v.split(":")
-        assert g in ("gc", "nogc") and int(zero) in (2, 3) and int(bs) > 0
+        zero, bs, g = parts[:3]
+        lig = parts[3] if len(parts) > 3 and parts[3] != "offload" else "noliger"
+        assert g in ("gc", "nogc") and int(zero) in (2, 3) and int(bs) > 0 and lig in ("noliger", *LIGER)
     except (ValueError, AssertionError):
-        raise SystemExit(f"--variants: {v!r} is not ZERO:BATCH:gc|nogc (e.g. 3:4:gc)")
-    return {"zero": int(zero), "bs": int(bs), "gc": g == "gc"}
+        raise SystemExit(f"--variants: {v!r} is not ZERO:BATCH:gc|nogc[:liger|liger-noce|noliger][:offload] (e.g. 3:4:gc)")
+    return {"zero": int(zero), "bs": int(bs), "gc": g == "gc", "liger": lig, "offload": parts[-1] == "offload",
+            "n_gpus": int(ngpu) if ngpu.isdigit() else None}
 
 
-def run_variant(tmp: Path, model: Path, gpus: str, steps: int, v: dict, out_dir: Path) -> dict:
-    name = f"z{v['zero']}_bs{v['bs']}_{'gc' if v['gc'] else 'nogc'}"
+def card_gib() -> float | None:
+    """The first GPU's memory from nvidia-smi (this process never initialises CUDA)."""
+    import subprocess
+
+    try:
+        out = subprocess.run(["nvidia-smi", "--query-gpu=memory.total", "--format=csv,noheader,nounits"],
+                             capture_output=True, text=True, timeout=20).stdout.split()
+        return float(out[0]) / 1024 if out else None
+    except (OSError, ValueError):
+        return None
+
+
+def run_variant(tmp: Path, model: Path, gpus: str, steps: int, v: dict, out_dir: Path, label: str = "") -> dict:
+    tag = f"{'' if v['gc'] else '_nogc'}{'' if v['liger'] == 'noliger' else '_' + v['liger']}{'_offload' if v['offload'] else ''}"
+    name = f"z{v['zero']}_bs{v['bs']}{tag}"
     accum = max(1, 8 // v["bs"])
+    ov = {"max_steps": steps, "save_steps": steps, "logging_steps": 1, "save_only_model": True,
+          "dataloader_num_workers": 2, "per_device_train_batch_size": v["bs"],
+          "gradient_accumulation_steps": accum, "gradient_checkpointing": v["gc"],
+          "use_liger_kernel": v["liger"] != "noliger"}
+    if LIGER.get(v["liger"]):
+        ov["liger_kernel_config"] = LIGER[v["liger"]]
     cfg_path, cfg = prepare_experiment(tmp, model, name, {
-        "users": {"test": "1", "global": "2-3"}, "train": {"zero_stage": v["zero"], "global_overrides": {
-            "max_steps": steps, "save_steps": steps, "logging_steps": 1, "save_only_model": True,
-            "dataloader_num_workers": 2, "per_device_train_batch_size": v["bs"],
-            "gradient_accumulation_steps": accum, "gradient_checkpointing": v["gc"]}}})
+        "users": {"test": "1", "global": "2-3"}, "train": {"zero_stage": v["zero"], "global_overrides": ov,
+                                                         "offload": "optimizer" if v["offload"] else "none"}})
     run = tmp / "runs" / name / "global_full"
     t = time.time()
     rc, output, marks = run_polled([sys.executable, "-m", "swift_configs.train", "--config", str(cfg_path),
@@ -50,7 +80,17 @@ def run_variant(tmp: Path, model: Path, gpus: str, steps: int, v: dict, out_dir:
     wall = time.time() - t
     n_gpu = len(gpus.split(","))
     res = {"gpus": gpus, "zero": v["zero"], "steps": steps, "rc": rc, "wall_s": wall, "log_tail": output[-2000:],
-           "per_device_batch": v["bs"], "grad_accum": accum, "gradient_checkpointing": v["gc"], "step_marks_s": marks}
+           "per_device_batch": v["bs"], "grad_accum": accum, "gradient_checkpointing": v["gc"], "liger": v["liger"],
+           "offload": v["offload"], "step_marks_s": marks, "card_gib": card_gib()}
+    if (run / "generated" / "swift.yaml").exists() and model.is_dir():
+        import yaml
+
+        from swift_configs.preflight import GIB, estimate
+
+        args = yaml.safe_load((run / "generated" / "swift.yaml").read_text())
+        args.pop("ENV", None)
+        est = estimate(args, n_gpu, cfg["image_max_token_num"], "optimizer" if v["offload"] else "none")
+        res["preflight_gib"] = est["per_gpu_bytes"] / GIB
     if (run / "train.log").exists():
         res["train_log_tail"] = (run / "train.log").read_text(errors="replace")[-3000:]
     final, peak = read_train_log(run / "logging.jsonl")
@@ -60,9 +100,10 @@ def run_variant(tmp: Path, model: Path, gpus: str, steps: int, v: dict, out_dir:
         steady = rate * v["bs"] * accum * n_gpu if rate else None
         res.update(samples_per_s=sps, tokens_per_s_per_gpu=sps * TOKENS / n_gpu, train_runtime_s=float(final["train_runtime"]),
                    steady_samples_per_s=steady, steady_tokens_per_s_per_gpu=steady and steady * TOKENS / n_gpu,
-                   peak_mem_gib=peak)
+                   peak_mem_gib=peak, preflight_error=peak and res.get("preflight_gib") and (res["preflight_gib"] - peak) / peak,
+                   peak_share_of_card=peak and res["card_gib"] and peak / res["card_gib"])
     if (run / "DONE").exists():
-        from swift_configs.generate import marker_checkpoint
+        from data_prep.rundir import marker_checkpoint
 
         ckpt = marker_checkpoint(run / "DONE")
         res["checkpoint"] = str(ckpt)
@@ -73,9 +114,9 @@ def run_variant(tmp: Path, model: Path, gpus: str, steps: int, v: dict, out_dir:
 
         res["checkpoint_config_loads"] = AutoConfig.from_pretrained(ckpt).model_type
         shutil.rmtree(ckpt.parent, ignore_errors=True)  # ~17 GB per checkpoint of the 8B shape: keep the disk
-    out = out_dir / f"zero{v['zero']}_global_{n_gpu}gpu_bs{v['bs']}{'' if v['gc'] else '_nogc'}.json"
+    out = out_dir / f"zero{v['zero']}_global_{n_gpu}gpu_bs{v['bs']}{tag}{'_' + label if label else ''}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(res, indent=1) + "\n")
+    write_json(out, res)
     print(json.dumps({k: x for k, x in res.items() if "tail" not in k and k != "step_marks_s"}, indent=1), flush=True)
     if rc:
         print(res.get("train_log_tail", "")[-2500:])
@@ -103,17 +144,23 @@ def main(argv=None):
     p.add_argument("--steps", type=int, default=6)
     p.add_argument("--shape", choices=["tiny", "8b"], default="8b")
     p.add_argument("--out", default=str(ROOT / "bench" / "results"))
+    p.add_argument("--label", default="", help="suffix of the result files (e.g. h100)")
     a = p.parse_args(argv)
     variants = [parse_variant(v) for v in a.variants]
-    from build_tiny_model import build
     from data_prep.synth import synth
 
     tmp = Path(tempfile.mkdtemp(prefix="pigg_z3_"))
     synth(tmp / "raw", users=3, episodes=60, seed=0, scale=1.0, defects=False, test_users=1, test_episodes=10)
-    model = build(tmp / "model", a.shape, device="cuda" if a.shape == "8b" else "cpu",
-                  dtype="bfloat16" if a.shape == "8b" else "float32")
+    model = tmp / "model"
+    # built in a child: this process must hold no GPU memory while swift trains (it kept ~17 GB on GPU 0,
+    # its allocator's cache, and the 2 x H100 run ran out of memory)
+    subprocess.run([sys.executable, str(ROOT / "scripts" / "build_tiny_model.py"), "--out", str(model), "--shape", a.shape,
+                    "--device", "cuda" if a.shape == "8b" else "cpu",
+                    "--dtype", "bfloat16" if a.shape == "8b" else "float32"], check=True, env=child_env(), cwd=ROOT)
     for v in variants:
-        run_variant(tmp, model, a.gpus, a.steps, v, Path(a.out))
+        gpus = ",".join(a.gpus.split(",")[:v["n_gpus"]]) if v["n_gpus"] else a.gpus
+        run_variant(tmp, model, gpus, a.steps, v, Path(a.out), a.label)
+    print(f"parent process initialised CUDA: {'torch' in sys.modules and sys.modules['torch'].cuda.is_initialized()}")
 
 
 if __name__ == "__main__":

@@ -22,6 +22,7 @@ DEFAULT_EXPERIMENT = EXPERIMENTS / "demo.yaml"
 # keys whose values are free-form mappings (checked later against swift's own arguments)
 FREE_KEYS = {"train.global_overrides", "train.person_overrides", "eval.overrides"}
 PATH_KEYS = {"paths.raw", "paths.data", "paths.runs", "paths.model"}
+AUTO_INT_KEYS = {"eval.batch_size"}  # a positive int, or the word auto
 
 
 class ConfigError(ValueError):
@@ -96,6 +97,10 @@ def _check_type(val, like, src, dotted):
         return float(val)
     if dotted.startswith("users."):
         return val  # '1-10' or a list; parsed later
+    if dotted in AUTO_INT_KEYS:
+        if val == "auto" or (isinstance(val, int) and val > 0):
+            return val
+        raise ConfigError(f"{src}: '{dotted}' must be auto or a positive int, got {val!r}")
     if type(val) is not type(like):
         raise ConfigError(f"{src}: '{dotted}' must be {type(like).__name__}, got {val!r}")
     return val
@@ -157,6 +162,11 @@ def _finish(cfg: dict, path: Path) -> dict:
         raise ConfigError(f"{path}: 'folds.k' must be >= 2, got {cfg['folds']['k']}")
     if cfg["folds"]["mode"] not in ("random", "episode"):
         raise ConfigError(f"{path}: 'folds.mode' must be random or episode")
+    if cfg["train"]["offload"] not in ("none", "optimizer"):
+        raise ConfigError(f"{path}: 'train.offload' must be none or optimizer, got {cfg['train']['offload']!r}")
+    for key in ("max_new_tokens", "reserve_new_tokens"):
+        if cfg["eval"][key] < 1:
+            raise ConfigError(f"{path}: 'eval.{key}' must be >= 1, got {cfg['eval'][key]}")
     bad = set(cfg["data"]["actions"]) - {"click", "long_click"}
     if bad:
         raise ConfigError(f"{path}: 'data.actions' may hold click, long_click; got {sorted(bad)}")

@@ -114,7 +114,8 @@ def read_episode(job: tuple[str, int, str, tuple[str, ...]]) -> dict:
     if not shots.is_dir():
         alt = sorted(ep.glob("Screenshots_*"))
         shots = alt[0] if alt else shots
-    with open(action_path, encoding="utf-8", errors="replace") as f:
+    # utf-8-sig: a byte-order mark (files saved by Windows tools) is not damage, and must not cost line 1
+    with open(action_path, encoding="utf-8-sig", errors="replace") as f:
         lines = f.read().splitlines()
     for step, line in enumerate(lines):
         where = f"{action_path}:{step + 1}"

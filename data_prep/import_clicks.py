@@ -28,7 +28,7 @@ REQUIRED = ("user", "screenshot", "instruction", "x_px", "y_px")
 def _jsonl_rows(path: Path) -> list[tuple[int, dict | None, str]]:
     """[(line number, record or None, error)]: line numbers as a person sees them in the file."""
     out = []
-    with open(path, encoding="utf-8") as f:
+    with open(path, encoding="utf-8-sig") as f:
         for i, line in enumerate(f, start=1):
             if not line.strip():
                 continue
@@ -41,7 +41,7 @@ def _jsonl_rows(path: Path) -> list[tuple[int, dict | None, str]]:
 
 
 def _csv_rows(path: Path) -> list[tuple[int, dict | None, str]]:
-    with open(path, encoding="utf-8", newline="") as f:
+    with open(path, encoding="utf-8-sig", newline="") as f:
         reader = csv.DictReader(f)
         return [(reader.line_num, dict(row), "") for row in reader]
 

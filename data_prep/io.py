@@ -9,13 +9,28 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import os
-from functools import partial
 from pathlib import Path
 
 import jsonlines
 
-dumps = partial(json.dumps, ensure_ascii=False)
+
+def strict(obj):
+    """``obj`` with every non-finite float (NaN, inf) as None: JSON has no NaN, and strict readers
+    (jq, a browser's JSON.parse) refuse a file that holds one."""
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {k: strict(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [strict(v) for v in obj]
+    return obj
+
+
+def dumps(obj, **kw) -> str:
+    """The one JSON spelling of the project: UTF-8 text, strict (NaN -> null, never the bare NaN)."""
+    return json.dumps(strict(obj), ensure_ascii=False, allow_nan=False, **kw)
 
 
 @contextlib.contextmanager
@@ -49,11 +64,11 @@ def read_jsonl(path: str | Path) -> list[dict]:
 
 def write_json(path: str | Path, obj) -> None:
     with atomic_open(path) as f:
-        f.write(json.dumps(obj, ensure_ascii=False, indent=2, sort_keys=False) + "\n")
+        f.write(dumps(obj, indent=2) + "\n")
 
 
 def read_json(path: str | Path):
-    with open(path, encoding="utf-8") as f:
+    with open(path, encoding="utf-8-sig") as f:  # a byte-order mark is not damage
         return json.load(f)
 
 

@@ -28,6 +28,15 @@ SHM_HINT = ("eval workers pass batches through shared memory (/dev/shm); enlarge
             "or set eval.workers=0")
 
 
+def prepare_template(engine):
+    """swift's template of the engine, set for encoding eval requests here (as TransformersEngine.infer does)."""
+    tpl = engine.template
+    tpl.set_mode("transformers")
+    if tpl.use_model:  # qwen-vl collators ask the model for the rope index
+        tpl.model = engine.model
+    return tpl
+
+
 class EncodeCollate:
     """requests -> (collated batch, template inputs without their images): the DataLoader's collate_fn.
     ``stream``: a CUDA stream for the GPU work of the image processor (a prefetching thread's own),
@@ -77,10 +86,7 @@ def encoded_batches(engine, requests: list, batch_size: int, workers: int = 0, p
     thread driving the GPU keeps a core and its share of the GIL."""
     from torch.utils.data import DataLoader
 
-    tpl, model = engine.template, engine.model
-    tpl.set_mode("transformers")
-    if tpl.use_model:  # qwen-vl collators ask the model for the rope index
-        tpl.model = model
+    tpl, model = prepare_template(engine), engine.model
     on_gpu = model.device.type == "cuda"
     dtype = getattr(model, "dtype", None)  # the vision tower's: its first op casts the patches to it
     chunks = [list(range(i, min(i + batch_size, len(requests)))) for i in range(0, len(requests), batch_size)]
@@ -112,6 +118,12 @@ def encoded_batches(engine, requests: list, batch_size: int, workers: int = 0, p
                 raise RuntimeError(f"{e}\n{SHM_HINT}") from e
             raise
         yield c, batch, tis
+
+
+def encode_now(engine, requests: list):
+    """(collated batch, template inputs) of ``requests``, encoded here and now (all cores)."""
+    tpl = prepare_template(engine)
+    return EncodeCollate(tpl, getattr(engine.model, "dtype", None), threads=min(32, os.cpu_count() or 1))(requests)
 
 
 def _prefetched(tpl, dtype, requests, chunks, threads, first, img_gpu):

@@ -9,7 +9,8 @@ Reported side by side:
 - ``pigg``: PIGG-compatible (its parser; an unparseable answer scored as (0, 0)).
 - ``corrected``: every sample, a parse failure counted as a miss at the largest possible
   distance (the grid diagonal); ``corrected_parsed``: parsed samples only; ``parse_failures``.
-Imports no torch.
+Undefined values (nothing parsed, no accessibility tree, no folds) are ``None`` -> ``null`` in JSON
+(NaN is not JSON) and ``n/a`` in text. Imports no torch.
 """
 from __future__ import annotations
 
@@ -33,9 +34,17 @@ def is_hit(dist: float, delta: float) -> bool:
     return dist <= delta
 
 
+def _mean(values) -> float | None:
+    return statistics.fmean(values) if values else None
+
+
+def _median(values) -> float | None:
+    return statistics.median(values) if values else None
+
+
 def aggregate(dists: list[float], delta: float) -> dict:
     if not dists:
-        return {"n": 0, "accuracy": float("nan"), "mean_l2": float("nan"), "median_l2": float("nan")}
+        return {"n": 0, "accuracy": None, "mean_l2": None, "median_l2": None}
     return {"n": len(dists), "accuracy": sum(is_hit(d, delta) for d in dists) / len(dists),
             "mean_l2": statistics.fmean(dists), "median_l2": statistics.median(dists)}
 
@@ -50,22 +59,23 @@ def score(records: list[dict], delta: float = 140) -> dict:
         "n": len(records),
         "delta": delta,
         "parse_failures": len(records) - len(parsed),
-        "parse_fail_rate": (len(records) - len(parsed)) / len(records) if records else float("nan"),
+        "parse_fail_rate": (len(records) - len(parsed)) / len(records) if records else None,
         "pigg": aggregate(pigg, delta),
         "corrected": aggregate(corrected, delta),
         "corrected_parsed": aggregate([l2(r["pred"], r["gt"]) for r in parsed], delta),
-        "mean_l2_px": statistics.fmean(px) if px else float("nan"),
-        "median_l2_px": statistics.median(px) if px else float("nan"),
-        "element_hit_rate": sum(hits) / len(hits) if hits else float("nan"),
+        "mean_l2_px": _mean(px),
+        "median_l2_px": _median(px),
+        "element_hit_rate": sum(hits) / len(hits) if hits else None,
         "element_hit_n": len(hits),
     }
     return out
 
 
-def _mean_std(values: list[float]) -> tuple[float, float]:
-    """Mean and population std (numpy's default ddof=0, as PIGG's summaries)."""
+def _mean_std(values: list[float | None]) -> tuple[float | None, float | None]:
+    """Mean and population std (numpy's default ddof=0, as PIGG's summaries) of the defined values."""
+    values = [v for v in values if v is not None]
     if not values:
-        return float("nan"), float("nan")
+        return None, None
     m = statistics.fmean(values)
     return m, math.sqrt(statistics.fmean([(v - m) ** 2 for v in values]))
 
@@ -78,8 +88,7 @@ def summarize_folds(fold_metrics: list[dict], user: int) -> dict:
             m, s = _mean_std([f[src][key] for f in fold_metrics])
             out[f"{prefix}avg_{name}"], out[f"{prefix}std_{name}"] = m, s
     out["avg_parse_fail_rate"] = _mean_std([f["parse_fail_rate"] for f in fold_metrics])[0]
-    out["avg_element_hit_rate"] = _mean_std([f["element_hit_rate"] for f in fold_metrics
-                                             if not math.isnan(f["element_hit_rate"])])[0]
+    out["avg_element_hit_rate"] = _mean_std([f["element_hit_rate"] for f in fold_metrics])[0]
     return out
 
 
@@ -88,5 +97,5 @@ def overall(summaries: list[dict]) -> dict:
     keys = [k for k in summaries[0] if k.startswith(("avg_", "corrected_avg_"))] if summaries else []
     out = {"n_users": len(summaries), "users": [s["user_id"] for s in summaries]}
     for k in keys:
-        out[k] = statistics.fmean([s[k] for s in summaries])
+        out[k] = _mean([s[k] for s in summaries if s[k] is not None])
     return out

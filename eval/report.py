@@ -53,25 +53,34 @@ def records(model: dict) -> list[dict]:
     return out
 
 
+def pct(v: float | None) -> float:
+    """A share in % for a table; an undefined one (null in the JSON) is NaN there, '–' in report.md."""
+    return math.nan if v is None else 100 * v
+
+
+def val(v: float | None) -> float:
+    return math.nan if v is None else v
+
+
 def tables(models: list[dict]) -> tuple[pd.DataFrame, pd.DataFrame]:
     rows, per_user = [], []
     for m in models:
         o = json.loads((m["dir"] / "overall.json").read_text(encoding="utf-8"))
         rows.append({"model": m["name"], "role": m["role"], "users": o["n_users"],
-                     "acc@140 (%)": 100 * o["avg_accuracy"], "mean L2": o["avg_mean_l2"],
-                     "median L2": o["avg_median_l2"],
-                     "corrected acc (%)": 100 * o["corrected_avg_accuracy"],
-                     "corrected mean L2": o["corrected_avg_mean_l2"],
-                     "corrected median L2": o["corrected_avg_median_l2"],
-                     "parse fail (%)": 100 * o["avg_parse_fail_rate"],
-                     "element hit (%)": 100 * o["avg_element_hit_rate"]})
+                     "acc@140 (%)": pct(o["avg_accuracy"]), "mean L2": val(o["avg_mean_l2"]),
+                     "median L2": val(o["avg_median_l2"]),
+                     "corrected acc (%)": pct(o["corrected_avg_accuracy"]),
+                     "corrected mean L2": val(o["corrected_avg_mean_l2"]),
+                     "corrected median L2": val(o["corrected_avg_median_l2"]),
+                     "parse fail (%)": pct(o["avg_parse_fail_rate"]),
+                     "element hit (%)": pct(o["avg_element_hit_rate"])})
         for s in sorted(m["dir"].glob("user_*_summary.json")):
             u = json.loads(s.read_text(encoding="utf-8"))
             per_user.append({"model": m["name"], "role": m["role"], "user": u["user_id"], "folds": u["n_folds"],
-                             "acc@140 (%)": 100 * u["avg_accuracy"], "acc std": 100 * u["std_accuracy"],
-                             "mean L2": u["avg_mean_l2"], "median L2": u["avg_median_l2"],
-                             "corrected acc (%)": 100 * u["corrected_avg_accuracy"],
-                             "parse fail (%)": 100 * u["avg_parse_fail_rate"]})
+                             "acc@140 (%)": pct(u["avg_accuracy"]), "acc std": pct(u["std_accuracy"]),
+                             "mean L2": val(u["avg_mean_l2"]), "median L2": val(u["avg_median_l2"]),
+                             "corrected acc (%)": pct(u["corrected_avg_accuracy"]),
+                             "parse fail (%)": pct(u["avg_parse_fail_rate"])})
     return pd.DataFrame(rows), pd.DataFrame(per_user)
 
 
@@ -145,8 +154,8 @@ def report(cfg: dict) -> dict:
     if not models:
         raise FileNotFoundError(f"{run_dir(cfg)}: no finished stage (no overall.json) to report")
     overall, per_user = tables(models)
-    overall.to_csv(out / "overall.csv", index=False)
-    per_user.to_csv(out / "per_user.csv", index=False)
+    overall.to_csv(out / "overall.csv", index=False, na_rep="n/a")
+    per_user.to_csv(out / "per_user.csv", index=False, na_rep="n/a")
     pngs = plots(models, per_user, out)
     order = ordering(overall, per_user)
     md = [f"# PIGG report: {cfg['name']}\n", f"Experiment: `{cfg['config_path']}`  \n"
@@ -178,7 +187,7 @@ def main(argv=None) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 2
     cols = ["model", "acc@140 (%)", "mean L2", "median L2", "corrected acc (%)", "parse fail (%)"]
-    print(r["overall"][cols].to_string(index=False, float_format=lambda v: f"{v:.2f}"))
+    print(r["overall"][cols].to_string(index=False, float_format=lambda v: f"{v:.2f}", na_rep="–"))
     print(f"\nordering: {json.dumps(r['ordering'])}")
     print(f"full report: {r['dir']}/report.md")
     return 0

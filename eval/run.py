@@ -16,6 +16,7 @@ screens, ``eval.gqa_decode``, ``eval.liger_kernel``, ``eval.gpu_preprocess`` and
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import os
 import subprocess
@@ -24,10 +25,11 @@ import time
 from pathlib import Path
 
 from data_prep.config import add_config_args, load_experiment
-from data_prep.io import atomic_open, read_jsonl, write_json
+from data_prep.io import atomic_open, dumps, read_jsonl, write_json
 from data_prep.schema import from_grid
 
 from .elements import element_hit
+from .memory import PROMPT_SLACK, gib
 from .metrics import score
 from .parse import parse_point, parse_point_pigg, parse_referring
 
@@ -92,6 +94,30 @@ def make_record(sid: str, row: dict, text: str, meta: dict | None) -> dict:
     return rec
 
 
+QUANT_SKIP = ["model.visual", "lm_head"]  # what swift leaves in bf16 for Qwen3-VL: vision tower + aligner, lm_head
+
+
+def quantization_of(adapters: list[str]):
+    """The bitsandbytes config a QLoRA adapter's base was loaded with in training (its args.json), so
+    that eval loads the base the same way (4-bit NF4 weights, not the bf16 ones the adapter never saw)."""
+    for a in adapters or []:
+        f = Path(a) / "args.json"
+        if not f.exists():
+            continue
+        args = json.loads(f.read_text(encoding="utf-8"))
+        if args.get("quant_method") != "bnb":
+            continue
+        import torch
+        from transformers import BitsAndBytesConfig
+
+        bits = int(args.get("quant_bits") or 4)
+        return BitsAndBytesConfig(load_in_4bit=bits == 4, load_in_8bit=bits == 8,
+                                  bnb_4bit_quant_type=args.get("bnb_4bit_quant_type") or "nf4",
+                                  bnb_4bit_use_double_quant=bool(args.get("bnb_4bit_use_double_quant", True)),
+                                  bnb_4bit_compute_dtype=torch.bfloat16, llm_int8_skip_modules=QUANT_SKIP)
+    return None
+
+
 def build_engine(model: str, adapters: list[str], batch_size: int, device: str, overrides: dict | None = None,
                  gqa_decode: bool = False, liger_kernel: bool = False, gpu_preprocess: bool = False):
     """swift's TransformersEngine on one device; ``gqa_decode``: decode steps through eval/gqa_decode.py;
@@ -108,7 +134,11 @@ def build_engine(model: str, adapters: list[str], batch_size: int, device: str, 
         gqa.uninstall()
 
     on_cpu = device == "cpu" or not torch.cuda.is_available()
-    kwargs = dict(adapters=adapters or None, max_batch_size=batch_size,
+    quant = quantization_of(adapters)
+    if quant is not None and on_cpu:
+        raise SystemExit(f"{adapters[0]}: a QLoRA adapter (4-bit bitsandbytes base, quant_method bnb): evaluate it "
+                         "on a GPU, where its base loads 4-bit as in training")
+    kwargs = dict(adapters=adapters or None, max_batch_size=batch_size, quantization_config=quant,
                   torch_dtype=torch.float32 if on_cpu else torch.bfloat16,
                   device_map="cpu" if on_cpu else "cuda:0", **(overrides or {}))
     if not (Path(model) / "args.json").exists():
@@ -138,56 +168,98 @@ def apply_liger(model) -> None:
 
 def generate(engine, rows: list[tuple[str, dict]], pred_file: Path, batch_size: int, max_new_tokens: int,
              meta: dict[str, dict], progress: bool = True, extra: dict | None = None, workers: int = 0,
-             pin_memory: bool | None = None, prefetch: int = 0, graphs: bool = False) -> dict:
+             pin_memory: bool | None = None, prefetch: int = 0, graphs: bool = False,
+             reserve_new_tokens: int | None = None, long_batch_size: int | None = None) -> dict:
     """Answer the rows not yet in pred_file, in batches, appending each batch as it finishes.
     ``workers`` processes or ``prefetch`` threads encode the next batches while this one generates
     (eval/batches.py); ``graphs``: decode steps from a CUDA graph over a static cache (eval/cuda_graphs.py).
-    Returns {"samples", "seconds", "input_wait_s", "decode_steps"}: the time spent waiting for encoded
-    batches, and with ``graphs`` the decode steps run eagerly / replayed."""
+    ``reserve_new_tokens`` (< max_new_tokens): a batch is answered up to that many tokens (the static cache
+    reserves no more); its rows still going then are answered again alone, dynamic cache and no graph, up
+    to ``max_new_tokens``, ``long_batch_size`` rows at a time (greedy: the same answers, memory bounded by
+    the reserve). A CUDA out-of-memory error halves the batch and redoes the batch it hit: nothing is
+    written twice or lost. Returns {"samples", "seconds", "input_wait_s", "decode_steps", "long_rows",
+    "batch_sizes"}: with ``graphs`` the decode steps run eagerly / replayed; ``batch_sizes`` each size used."""
+    import torch
     from swift.infer_engine import InferRequest, RequestConfig
     from tqdm import tqdm
 
-    from .batches import encoded_batches, infer_encoded
+    from .batches import encode_now, encoded_batches, infer_encoded
 
+    stats = {"samples": 0, "seconds": 0.0, "input_wait_s": 0.0, "decode_steps": {}, "long_rows": 0,
+             "batch_sizes": [batch_size]}
     if not rows:
-        return {"samples": 0, "seconds": 0.0, "input_wait_s": 0.0, "decode_steps": {}}
-    cfg = RequestConfig(max_tokens=max_new_tokens, temperature=0, **(extra or {}))
+        return stats
+    first = min(reserve_new_tokens or max_new_tokens, max_new_tokens)
+    cfg = RequestConfig(max_tokens=first, temperature=0, **(extra or {}))
+    long_cfg = RequestConfig(max_tokens=max_new_tokens, temperature=0, **(extra or {})) if first < max_new_tokens else None
+    long_batch_size = long_batch_size or batch_size
     # similar sizes together: less padding (screens of one phone share a token count)
     order = sorted(rows, key=lambda r: (meta.get(r[0], {}).get("width", 0) * meta.get(r[0], {}).get("height", 0)))
     reqs = [InferRequest(messages=[m for m in row["messages"] if m["role"] != "assistant"], images=row["images"])
             for _, row in order]
     bar = tqdm(total=len(order), desc=f"eval {pred_file.parent.name}", unit="sample", disable=not progress)
-    t0, n, wait, steps = time.time(), 0, 0.0, {}
+    t0, pos = time.time(), 0  # rows go in order: order[:pos] are written
     with open(pred_file, "a", encoding="utf-8") as f:
-        t = time.time()
-        for chunk, batch, tis in encoded_batches(engine, reqs, batch_size, workers, pin_memory, prefetch):
-            wait += time.time() - t
-            resps = infer_encoded(engine, batch, tis, cfg, graphs=graphs, stats=steps)
-            for i, resp in zip(chunk, resps):
-                sid, row = order[i]
-                text = resp.choices[0].message.content or ""
-                f.write(json.dumps(make_record(sid, row, text, meta.get(sid)), ensure_ascii=False) + "\n")
-            f.flush()
-            n += len(chunk)
-            bar.update(len(chunk))
-            bar.set_postfix(samples_per_s=f"{n / (time.time() - t0):.2f}", input_wait=f"{wait / (time.time() - t0):.0%}")
+        while pos < len(order):
+            base, oom = pos, None
             t = time.time()
+            try:
+                for chunk, batch, tis in encoded_batches(engine, reqs[base:], batch_size, workers, pin_memory, prefetch):
+                    stats["input_wait_s"] += time.time() - t
+                    resps = infer_encoded(engine, batch, tis, cfg, graphs=graphs, stats=stats["decode_steps"])
+                    late = [j for j, r in enumerate(resps) if long_cfg and r.choices[0].finish_reason == "length"]
+                    for k in range(0, len(late), long_batch_size):  # rows still answering at the reserve
+                        sub = late[k:k + long_batch_size]
+                        lb, lt = encode_now(engine, [reqs[base + chunk[j]] for j in sub])
+                        for j, r in zip(sub, infer_encoded(engine, lb, lt, long_cfg)):
+                            resps[j] = r
+                    stats["long_rows"] += len(late)
+                    for i, resp in zip(chunk, resps):
+                        sid, row = order[base + i]
+                        text = resp.choices[0].message.content or ""
+                        f.write(dumps(make_record(sid, row, text, meta.get(sid))) + "\n")
+                    f.flush()
+                    pos = base + chunk[-1] + 1
+                    bar.update(len(chunk))
+                    el = time.time() - t0
+                    bar.set_postfix(samples_per_s=f"{pos / el:.2f}", batch=batch_size,
+                                    input_wait=f"{stats['input_wait_s'] / el:.0%}")
+                    t = time.time()
+            except torch.OutOfMemoryError as e:
+                if batch_size == 1 and long_batch_size == 1:
+                    raise
+                oom = str(e).splitlines()[0][:200]
+            if oom is not None:  # outside the except: the traceback (and the batch's tensors) are gone
+                gc.collect()
+                torch.cuda.empty_cache()
+                batch_size, long_batch_size = max(1, batch_size // 2), max(1, min(long_batch_size, batch_size) // 2)
+                stats["batch_sizes"].append(batch_size)
+                tqdm.write(f"eval: CUDA out of memory ({oom}); batch size now {batch_size}, redoing the batch "
+                           f"from row {pos} ({pos} answers written, none lost or repeated)", file=sys.stderr)
     bar.close()
-    return {"samples": n, "seconds": time.time() - t0, "input_wait_s": wait, "decode_steps": steps}
+    stats["samples"], stats["seconds"] = len(order), time.time() - t0
+    return stats
+
+
+def num(v, spec: str = ".4f", unit: str = "") -> str:
+    """A metric for a person to read: ``n/a`` where it is undefined (None: nothing parsed, no tree)."""
+    return "n/a" if v is None else f"{v:{spec}}{unit}"
 
 
 def results_text(m: dict, title: str) -> str:
     p, c, cp = m["pigg"], m["corrected"], m["corrected_parsed"]
+
+    def line(a: dict) -> str:
+        return f"acc@{m['delta']:g}: {num(a['accuracy'])}  mean L2: {num(a['mean_l2'], '.2f')}  median L2: {num(a['median_l2'], '.2f')}"
+
     return (f"{title}\n"
-            f"  samples: {m['n']}   parse failures: {m['parse_failures']} ({m['parse_fail_rate']:.2%})\n"
-            f"  PIGG-compatible   acc@{m['delta']:g}: {p['accuracy']:.4f}  mean L2: {p['mean_l2']:.2f}  "
-            f"median L2: {p['median_l2']:.2f}\n"
-            f"  corrected (all)   acc@{m['delta']:g}: {c['accuracy']:.4f}  mean L2: {c['mean_l2']:.2f}  "
-            f"median L2: {c['median_l2']:.2f}\n"
-            f"  corrected (parsed) acc: {cp['accuracy']:.4f}  mean L2: {cp['mean_l2']:.2f}  "
-            f"median L2: {cp['median_l2']:.2f}\n"
-            f"  pixels (parsed)   mean L2: {m['mean_l2_px']:.1f} px  median L2: {m['median_l2_px']:.1f} px\n"
-            f"  element hit rate: {m['element_hit_rate']:.4f} (n={m['element_hit_n']})\n")
+            f"  samples: {m['n']}   parse failures: {m['parse_failures']} ({num(m['parse_fail_rate'], '.2%')})\n"
+            f"  PIGG-compatible    {line(p)}\n"
+            f"  corrected (all)    {line(c)}\n"
+            f"  corrected (parsed) {line(cp)}\n"
+            f"  pixels (parsed)    mean L2: {num(m['mean_l2_px'], '.1f', ' px')}  "
+            f"median L2: {num(m['median_l2_px'], '.1f', ' px')}\n"
+            f"  element hit rate: {num(m['element_hit_rate'])} (n={m['element_hit_n']})\n")
 
 
 def finalize(rows: list[tuple[str, dict]], out: Path, delta: float, title: str) -> dict:
@@ -205,6 +277,45 @@ def finalize(rows: list[tuple[str, dict]], out: Path, delta: float, title: str) 
     return m
 
 
+CPU_AUTO_BATCH = 32  # eval.batch_size: auto off a GPU (the tiny model; memory is not what limits the CPU)
+
+
+def plan_batch(engine, rows: list[tuple[str, dict]], meta: dict, batch_size, max_new_tokens: int,
+               reserve_new_tokens: int) -> dict:
+    """eval.batch_size: auto -> the batch for the first pass (KV reserved for ``reserve_new_tokens``) and
+    for rows answered again up to ``max_new_tokens``, from the card's free memory (eval/memory.py); a
+    number stands for both. The prompt length is the encoded largest screenshot's."""
+    if batch_size != "auto":
+        return {"batch_size": int(batch_size), "long_batch_size": int(batch_size), "auto": False}
+    model = engine.model
+    if model.device.type != "cuda" or not rows:
+        return {"batch_size": CPU_AUTO_BATCH, "long_batch_size": CPU_AUTO_BATCH, "auto": True, "device": "cpu"}
+    import torch
+    from swift.infer_engine import InferRequest
+
+    from .batches import prepare_template
+    from .memory import batch_plan, card_limit_bytes
+
+    area = lambda r: meta.get(r[0], {}).get("width", 0) * meta.get(r[0], {}).get("height", 0)  # noqa: E731
+    _, row = max(rows, key=area)
+    enc = prepare_template(engine).encode(InferRequest(
+        messages=[m for m in row["messages"] if m["role"] != "assistant"], images=row["images"]))
+    prompt = len(enc["input_ids"]) + PROMPT_SLACK
+    free, total = torch.cuda.mem_get_info()
+    card = min(card_limit_bytes() or total, total)
+    free = min(free, card - torch.cuda.memory_reserved())
+    tc = model.config.text_config.to_dict()
+    nbytes = torch.finfo(model.dtype).bits // 8
+    first = batch_plan(tc, prompt, min(reserve_new_tokens, max_new_tokens), free, card, nbytes)
+    long = batch_plan(tc, prompt, max_new_tokens, free, card, nbytes)
+    if not first["fits_one_row"]:
+        raise SystemExit(f"eval: one row needs {gib(first['per_row_bytes'])} beside the model, and only "
+                         f"{gib(first['usable_bytes'])} of this card is free after keeping 10% spare: use a larger "
+                         "GPU, or lower image_max_token_num / eval.reserve_new_tokens")
+    return {"batch_size": first["batch_size"], "long_batch_size": long["batch_size"], "auto": True,
+            "first": first, "long": long}
+
+
 def _worker(args, cfg, jobs, shard: int, num_shards: int, device: str) -> None:
     meta = sample_index(cfg)
     todo = []
@@ -217,13 +328,50 @@ def _worker(args, cfg, jobs, shard: int, num_shards: int, device: str) -> None:
     if not any(m for m, _ in todo):
         return
     ev = cfg["eval"]
-    engine = build_engine(args.model, args.adapters, args.batch_size, device, ev["overrides"],
-                          gqa_decode=ev["gqa_decode"], liger_kernel=ev["liger_kernel"],
+    if device != "cpu":
+        cap_card()
+    engine = build_engine(args.model, args.adapters, CPU_AUTO_BATCH if args.batch_size == "auto" else args.batch_size,
+                          device, ev["overrides"], gqa_decode=ev["gqa_decode"], liger_kernel=ev["liger_kernel"],
                           gpu_preprocess=ev["gpu_preprocess"])
+    plan = plan_batch(engine, [r for m, _ in todo for r in m], meta, args.batch_size, args.max_new_tokens,
+                      ev["reserve_new_tokens"])
+    if plan["auto"]:
+        first = plan.get("first")
+        print(f"eval.batch_size auto: {plan['batch_size']} rows"
+              + (f" ({gib(first['per_row_bytes'])} a row for {first['prompt_tokens']} prompt + {first['new_tokens']} "
+                 f"answer tokens, {gib(first['free_bytes'])} free of {gib(first['card_bytes'])}); rows answering past "
+                 f"{first['new_tokens']} tokens go again {plan['long_batch_size']} at a time" if first else " (CPU)"),
+              flush=True)
     name = PRED_FILE if num_shards == 1 else f"predictions.shard{shard}.jsonl"
     for mine, out in todo:
-        generate(engine, mine, out / name, args.batch_size, args.max_new_tokens, meta, workers=ev["workers"],
-                 prefetch=ev["prefetch"], graphs=ev["cuda_graphs"] and engine.model.device.type == "cuda")
+        st = generate(engine, mine, out / name, plan["batch_size"], args.max_new_tokens, meta, workers=ev["workers"],
+                      prefetch=ev["prefetch"], graphs=ev["cuda_graphs"] and engine.model.device.type == "cuda",
+                      reserve_new_tokens=ev["reserve_new_tokens"], long_batch_size=plan["long_batch_size"])
+        plan["batch_size"], plan["long_batch_size"] = st["batch_sizes"][-1], min(plan["long_batch_size"], st["batch_sizes"][-1])
+        write_json(out / f"eval_stats{'' if num_shards == 1 else f'.shard{shard}'}.json", {
+            **st, "plan": plan, "peak_bytes": peak_memory()})
+
+
+def cap_card() -> None:
+    """PIGG_GPU_MEMORY_GB: this process uses at most that much of the card (a shared or smaller card)."""
+    import torch
+
+    from .memory import card_limit_bytes
+
+    cap = card_limit_bytes()
+    if cap is not None and torch.cuda.is_available():
+        total = torch.cuda.mem_get_info()[1]
+        torch.cuda.set_per_process_memory_fraction(min(1.0, cap / total))
+
+
+def peak_memory() -> dict | None:
+    """This process's peak CUDA memory: allocated by tensors, and reserved by the allocator (what the card
+    must hold, beside the CUDA context)."""
+    import torch
+
+    if not (torch.cuda.is_available() and torch.cuda.is_initialized()):
+        return None
+    return {"allocated": int(torch.cuda.max_memory_allocated()), "reserved": int(torch.cuda.max_memory_reserved())}
 
 
 def run(args) -> list[dict]:
@@ -275,6 +423,14 @@ def run(args) -> list[dict]:
     return results
 
 
+def batch_arg(text: str):
+    if text == "auto":
+        return text
+    if text.isdigit() and int(text) > 0:
+        return int(text)
+    raise argparse.ArgumentTypeError(f"{text!r}: want auto or a positive int")
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m eval.run", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -283,7 +439,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--adapters", action="append", default=[], help="LoRA checkpoint (repeatable)")
     p.add_argument("--data", action="append", required=True, help="swift JSONL with a .ids side file")
     p.add_argument("--out", action="append", required=True, help="output folder, one per --data")
-    p.add_argument("--batch-size", type=int, default=None)
+    p.add_argument("--batch-size", type=batch_arg, default=None, help="rows per generate call, or auto")
     p.add_argument("--max-new-tokens", type=int, default=None)
     p.add_argument("--devices", default="cpu", help="cpu, 0, or 0,1,2,3 (one process per GPU)")
     p.add_argument("--shard", type=int, default=None, help=argparse.SUPPRESS)

@@ -17,19 +17,10 @@ from pathlib import Path
 from data_prep.config import ConfigError, add_config_args, load_experiment, run_dir
 from data_prep.export import swift_paths
 from data_prep.io import read_json, write_json
+from data_prep.rundir import resolve_checkpoint
 
 from . import run as eval_run
 from .metrics import overall, summarize_folds
-
-
-def resolve_checkpoint(path: Path) -> Path:
-    """A run folder with a DONE/TRAINED marker stands for its final checkpoint."""
-    from swift_configs.generate import marker_checkpoint
-
-    for marker in ("DONE", "TRAINED"):
-        if (path / marker).exists():
-            return marker_checkpoint(path / marker)
-    return path.resolve()
 
 
 def default_name(cfg: dict, model: str, adapters: list[str]) -> str:
@@ -50,7 +41,7 @@ def main(argv=None) -> int:
     p.add_argument("--name")
     p.add_argument("--users", type=int, nargs="+")
     p.add_argument("--devices", default="cpu")
-    p.add_argument("--batch-size", type=int)
+    p.add_argument("--batch-size", type=eval_run.batch_arg, help="rows per generate call, or auto")
     p.add_argument("--max-new-tokens", type=int)
     a = p.parse_args(argv)
     try:

@@ -158,6 +158,32 @@ def build(out: str | Path, shape: str = "tiny", seed: int = 0, dtype: str = "bfl
     return out
 
 
+def write_shapes(out: str | Path, shape: str = "8b") -> Path:
+    """config.json + a safetensors *header* of the shape (names, dtypes, shapes; no weights): enough for
+    swift_configs/preflight.py to count parameters on a machine that never holds the 17 GB model."""
+    import json
+    import struct
+
+    import torch
+    from transformers import Qwen3VLForConditionalGeneration
+
+    out = Path(out).resolve()
+    out.mkdir(parents=True, exist_ok=True)
+    config = build_config(shape)
+    config.dtype = "bfloat16"
+    with torch.device("meta"):
+        model = Qwen3VLForConditionalGeneration(config)
+    config.save_pretrained(out)
+    header, off = {}, 0
+    for name, t in model.state_dict().items():
+        n = t.numel() * 2
+        header[name] = {"dtype": "BF16", "shape": list(t.shape), "data_offsets": [off, off + n]}
+        off += n
+    raw = json.dumps(header).encode()
+    (out / "model.safetensors").write_bytes(struct.pack("<Q", len(raw)) + raw)  # header only: not loadable
+    return out
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--out", required=True)

@@ -25,10 +25,12 @@ import yaml
 
 from data_prep.config import ConfigError, add_config_args, load_experiment, parse_override, run_dir
 from data_prep.export import swift_paths
+from data_prep.rundir import marker_checkpoint
 
 from .argtable import load as load_table
 
 TEMPLATES = Path(__file__).with_name("templates")
+OFFLOAD_OPTIMIZER = Path(__file__).with_name("deepspeed") / "zero3_offload_optimizer.json"  # swift's zero3 + CPU AdamW
 PASS_THROUGH_ENV = ("NNODES", "NODE_RANK", "MASTER_ADDR", "MASTER_PORT")
 PATH_KEYS = ("model", "output_dir", "resume_from_checkpoint")
 RUN_KEYS = {"model": "paths.model / train.person_base", "dataset": "paths.data", "output_dir": "paths.runs",
@@ -77,6 +79,9 @@ def missing_packages(run: "Run") -> list[str]:
     if run.args.get("use_liger_kernel") and importlib.util.find_spec("liger_kernel") is None:
         out.append(f"use_liger_kernel: true (templates/{run.template}.yaml or an override) needs the liger-kernel "
                    "package: pip install -e '.[gpu]', or set use_liger_kernel: false (~25% slower LoRA training)")
+    if run.args.get("quant_method") == "bnb" and importlib.util.find_spec("bitsandbytes") is None:
+        out.append(f"quant_method: bnb (templates/{run.template}.yaml: QLoRA) needs the bitsandbytes package: "
+                   "pip install -e '.[gpu]', or use the LoRA template")
     if run.args.get("deepspeed") and importlib.util.find_spec("deepspeed") is None:
         out.append(f"deepspeed: {run.args['deepspeed']} needs the deepspeed package: pip install -e '.[gpu]'")
     return out
@@ -98,11 +103,6 @@ def load_template(name: str) -> tuple[dict, Path]:
         raise ConfigError(f"{path}: no such template (have: {sorted(p.stem for p in TEMPLATES.glob('*.yaml'))})")
     data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
     return data, path
-
-
-def marker_checkpoint(marker: Path) -> Path:
-    """The checkpoint a DONE/TRAINED marker names (markers are small YAML files written atomically)."""
-    return Path(yaml.safe_load(marker.read_text(encoding="utf-8"))["checkpoint"])
 
 
 def resolve_base(cfg: dict) -> Path:
@@ -176,6 +176,8 @@ def render(cfg: dict, stage: str, *, user: int | None = None, fold: int | None =
         put("torch_dtype", "float32", "device (cpu: bf16 matmuls are slow there)")
         if args.get("use_liger_kernel"):
             put("use_liger_kernel", False, "device (cpu: Liger's kernels are Triton on the GPU)")
+    elif args.get("tuner_type") == "full" and cfg["train"]["offload"] == "optimizer":
+        put("deepspeed", str(OFFLOAD_OPTIMIZER), f"{exp}: train.offload: optimizer (ZeRO-3, AdamW states on the CPU)")
     elif len(gl) > 1 and stage == "global" and args.get("tuner_type") == "full":
         put("deepspeed", f"zero{cfg['train']['zero_stage']}", f"{exp}: train.zero_stage (several GPUs)")
     for key, val in cfg["train"][f"{stage}_overrides"].items():
@@ -220,8 +222,10 @@ def render(cfg: dict, stage: str, *, user: int | None = None, fold: int | None =
     if errs:
         raise ConfigError("invalid swift config:\n  " + "\n  ".join(errs))
     env = {"IMAGE_MAX_TOKEN_NUM": cfg["image_max_token_num"]}
-    if len(gl) > 1:
+    if len(gl) > 1 or (gl and args.get("deepspeed")):  # DeepSpeed on one GPU also runs under torchrun
         env["NPROC_PER_NODE"] = len(gl)
+    if gl and args.get("deepspeed"):  # ZeRO-3 on 2 x H100: 69.4 GiB with it (bench/RESULTS.md); set yours to override
+        env["PYTORCH_CUDA_ALLOC_CONF"] = os.environ.get("PYTORCH_CUDA_ALLOC_CONF", "expandable_segments:True")
     for k in PASS_THROUGH_ENV:
         if os.environ.get(k):
             env[k] = os.environ[k]

@@ -23,15 +23,15 @@ import threading
 import time
 from pathlib import Path
 
-import yaml
 
 from data_prep.config import ROOT, ConfigError, add_config_args, load_experiment, run_dir
 from data_prep.export import swift_paths
-from data_prep.io import atomic_open, read_json, write_json
+from data_prep.io import read_json, write_json
+from data_prep.rundir import write_marker
 from eval.metrics import overall, summarize_folds
 
 from .generate import gpu_list, render
-from .train import TrainError, execute, prepare, trained_checkpoint
+from .train import TrainError, execute, preflight, prepare, trained_checkpoint
 
 
 def eval_command(cfg_path: str, overrides: list[str], model: str, adapters: list[str], data: Path, out: Path,
@@ -71,9 +71,7 @@ def run_fold(cfg: dict, a, user: int, fold: int, device: str, env: dict) -> dict
         tail = (d / "eval.log").read_text(encoding="utf-8", errors="replace").splitlines()[-15:]
         raise TrainError(f"eval failed (exit {rc}) for user {user} fold {fold}; see {d / 'eval.log'}:\n" + "\n".join(tail))
     m = read_json(d / "eval" / "metrics.json")
-    with atomic_open(d / "DONE") as f:
-        f.write(yaml.safe_dump({"checkpoint": str(ckpt), "accuracy": m["pigg"]["accuracy"],
-                                "median_l2": m["pigg"]["median_l2"]}))
+    write_marker(d / "DONE", checkpoint=ckpt, accuracy=m["pigg"]["accuracy"], median_l2=m["pigg"]["median_l2"])
     return m
 
 
@@ -103,19 +101,18 @@ def main(argv=None) -> int:
     g = p.add_mutually_exclusive_group()
     g.add_argument("--lora", action="store_true", help="personalized LoRA (template person_lora, default)")
     g.add_argument("--full", action="store_true", help="personalized full fine-tuning (template person_full)")
+    g.add_argument("--qlora", action="store_true", help="personalized QLoRA, 4-bit base (template person_qlora)")
     p.add_argument("--users", type=int, nargs="+", help="test users (default: all of the experiment's)")
     p.add_argument("--fold", type=int, nargs="+", help="only these folds (default: all K)")
     p.add_argument("--workers", type=int, default=None, help="parallel folds (default: one per GPU; 1 on CPU)")
     p.add_argument("--array-task", type=int, default=None,
                    help="run only the i-th (user, fold) pair, users x folds in order (Slurm job arrays)")
     p.add_argument("--fresh", action="store_true", help="delete the selected folds' folders first")
-    p.add_argument("--dry-run", action="store_true", help="print each fold's command; run nothing")
+    p.add_argument("--dry-run", action="store_true", help="print each fold's command and the memory estimate; run nothing")
+    p.add_argument("--force", action="store_true", help="start even if the memory preflight says a fold will not fit")
     p.add_argument("swift_overrides", nargs="*", metavar="key=value")
     a = p.parse_intermixed_args(argv)
-    if a.full:
-        a.overrides.append("train.person_template=person_full")
-    if a.lora:
-        a.overrides.append("train.person_template=person_lora")
+    a.overrides += [f"train.person_template=person_{k}" for k in ("lora", "full", "qlora") if getattr(a, k)]
     try:
         cfg = load_experiment(a.config, a.overrides)
         users = a.users or cfg["users"]["test"]
@@ -133,6 +130,9 @@ def main(argv=None) -> int:
         runs = {(u, f): render(cfg, "person", user=u, fold=f, gpus=slots[0], overrides=a.swift_overrides)
                 for u in users for f in folds}
         summary_users = cfg["users"]["test"] if a.array_task is not None else users
+        pending_runs = [r for r in runs.values() if not (r.run_dir / "DONE").exists()]
+        if pending_runs and gl:  # one fold per GPU: each slot's card must hold one fold
+            preflight(pending_runs[0], cfg, sorted(set(slots)), force=a.force or a.dry_run, n_gpus=1)
     except ConfigError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

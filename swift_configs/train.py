@@ -21,12 +21,12 @@ import time
 from importlib import metadata
 from pathlib import Path
 
-import yaml
-
+from data_prep import rundir
 from data_prep.config import ROOT, ConfigError, add_config_args, load_experiment
-from data_prep.io import atomic_open, write_json
+from data_prep.io import write_json
+from data_prep.rundir import latest_checkpoint, marker_checkpoint, write_marker
 
-from .generate import Run, marker_checkpoint, missing_packages, render
+from .generate import Run, gpu_list, missing_packages, render
 
 PACKAGES = ("torch", "torchvision", "transformers", "ms-swift", "peft", "qwen-vl-utils", "deepspeed", "flash-attn")
 
@@ -60,18 +60,6 @@ def versions() -> dict:
         except metadata.PackageNotFoundError:
             pass
     return out
-
-
-def checkpoint_complete(ckpt: Path) -> bool:
-    """HF's Trainer writes trainer_state.json after the weights and optimizer: its presence marks a whole one."""
-    return (ckpt / "trainer_state.json").exists() and any(
-        (ckpt / f).exists() for f in ("adapter_model.safetensors", "model.safetensors", "model.safetensors.index.json"))
-
-
-def latest_checkpoint(run_dir: Path) -> Path | None:
-    cks = [c for c in run_dir.glob("checkpoint-*") if c.is_dir() and c.name.split("-")[-1].isdigit()
-           and checkpoint_complete(c)]
-    return max(cks, key=lambda c: int(c.name.split("-")[-1]), default=None)
 
 
 def data_hashes(run: Run) -> dict:
@@ -111,16 +99,7 @@ def prepare(run: Run, fresh: bool = False) -> Run | None:
 
 
 def final_checkpoint(run_dir: Path) -> Path:
-    log = run_dir / "logging.jsonl"
-    if log.exists():
-        for line in reversed(log.read_text(encoding="utf-8").splitlines()):
-            try:
-                rec = json.loads(line)
-            except json.JSONDecodeError:
-                continue
-            if rec.get("last_model_checkpoint"):
-                return Path(rec["last_model_checkpoint"])
-    ckpt = latest_checkpoint(run_dir)
+    ckpt = rundir.final_checkpoint(run_dir)
     if ckpt is None:
         raise TrainError(f"{run_dir}: swift finished but left no complete checkpoint")
     return ckpt
@@ -146,13 +125,30 @@ def execute(run: Run, log_name: str = "train.log", extra_env: dict | None = None
         tail = log.read_text(encoding="utf-8", errors="replace").splitlines()[-15:]
         raise TrainError(f"swift sft failed (exit {rc}) in {run.run_dir}; last lines of {log}:\n" + "\n".join(tail))
     ckpt = final_checkpoint(run.run_dir)
-    with atomic_open(run.run_dir / "TRAINED") as f:
-        f.write(yaml.safe_dump({"checkpoint": str(ckpt), "seconds": round(time.time() - t0, 1)}))
+    write_marker(run.run_dir / "TRAINED", checkpoint=ckpt, seconds=round(time.time() - t0, 1))
     return ckpt
 
 
 def trained_checkpoint(run_dir: Path) -> Path:
     return marker_checkpoint(run_dir / "TRAINED")
+
+
+def preflight(run: Run, cfg: dict, gpus: list[str], force: bool = False, n_gpus: int | None = None) -> dict | None:
+    """Estimate the run's peak memory per GPU against the listed cards (swift_configs/preflight.py) and
+    stop with the settings that would fit, unless ``force``. Prints the estimate; None on the CPU."""
+    from . import preflight as pf
+
+    if not gpus:
+        return None
+    try:
+        est, line = pf.check(run.args, gpus, cfg["image_max_token_num"], cfg["train"]["offload"], run.template, n_gpus)
+    except pf.PreflightError as e:
+        if not force:
+            raise ConfigError(f"{run.yaml_path.parent.parent}: {e}") from None
+        print(f"[train] --force: starting anyway. {e}", flush=True)
+        return None
+    print(f"[train] {line}", flush=True)
+    return est
 
 
 def main(argv=None) -> int:
@@ -163,26 +159,32 @@ def main(argv=None) -> int:
     g = p.add_mutually_exclusive_group()
     g.add_argument("--lora", action="store_true", help="global LoRA (template global_lora)")
     g.add_argument("--full", action="store_true", help="global full fine-tuning (template global_full)")
+    g.add_argument("--qlora", action="store_true", help="global QLoRA, 4-bit base (template global_qlora)")
     p.add_argument("--fresh", action="store_true", help="delete this run's folder and start over")
-    p.add_argument("--dry-run", action="store_true")
+    p.add_argument("--dry-run", action="store_true", help="print the YAML, the command and the memory estimate")
+    p.add_argument("--force", action="store_true", help="start even if the memory preflight says it will not fit")
     p.add_argument("swift_overrides", nargs="*", metavar="key=value")
     a = p.parse_intermixed_args(argv)
-    ov = list(a.overrides) + (["train.global_template=global_lora"] if a.lora else []) + \
-        (["train.global_template=global_full"] if a.full else [])
+    ov = list(a.overrides) + [f"train.global_template=global_{k}" for k in ("lora", "full", "qlora") if getattr(a, k)]
     try:
         cfg = load_experiment(a.config, ov)
         run = render(cfg, "global", gpus=a.gpus, overrides=a.swift_overrides)
         if a.dry_run:
             print(run.dump())
             print(run.shell())
+            preflight(run, cfg, gpu_list(a.gpus), force=True)
             return 0
+        if not (run.run_dir / "TRAINED").exists() or a.fresh:
+            preflight(run, cfg, gpu_list(a.gpus), a.force)
+            missing = missing_packages(run)
+            if missing:  # said before the run folder is touched
+                raise ConfigError(f"cannot start swift sft for {run.run_dir}:\n  " + "\n  ".join(missing))
         todo = prepare(run, a.fresh)
         if todo is None:
             print(f"[train] {run.run_dir} already trained: {trained_checkpoint(run.run_dir)}")
         else:
             execute(todo)
-        with atomic_open(run.run_dir / "DONE") as f:
-            f.write(yaml.safe_dump({"checkpoint": str(trained_checkpoint(run.run_dir))}))
+        write_marker(run.run_dir / "DONE", checkpoint=trained_checkpoint(run.run_dir))
         print(f"[train] done: {trained_checkpoint(run.run_dir)}")
     except (ConfigError, TrainError, FileNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr)

@@ -57,3 +57,22 @@ def test_steady_rate_skips_the_warm_up_steps():
 def test_data_build_bench_small(tmp_path):
     p = run_cli("bench/data_build.py", "--root", str(tmp_path / "b"), "--episodes", "400", "--users", "12")
     assert "build:" in p.stdout and "peak RSS" in p.stdout and "skipped 0" in p.stdout
+
+
+def test_memory_fit_runs_on_cpu_with_the_tiny_model(tmp_path):
+    """bench/memory_fit.py at CI size: eval.run's generate at auto and fixed batches in a child process,
+    the reserve + long-rows path, person folds through swift sft with the preflight's estimate; the
+    parent never touches CUDA."""
+    run_cli("bench/memory_fit.py", "--shape", "tiny", "--device", "cpu", "--quick", "--skip", "cap_eval",
+            "--out", str(tmp_path))
+    r = json.loads((tmp_path / "memory_fit_cpu_quick.json").read_text())
+    runs = r["eval"]["runs"]
+    assert runs["short_auto"]["plan"] == {"batch_size": 32, "long_batch_size": 32, "auto": True, "device": "cpu"}
+    assert runs["short_4"]["plan"]["batch_size"] == 4 and runs["short_4"]["samples_per_s"] > 0
+    long = runs["pigg512_auto"]
+    assert long["reserve_new_tokens"] == 6 and long["max_new_tokens"] == 24 and long["long_rows"] == long["n"] == 4
+    lora = r["train"]["person_lora"]
+    assert "error" not in lora and lora["median_step_tokens_per_s"] > 0 and lora["preflight_gib"] > 0
+    assert r["train"]["person_lora_gc_cap"]["overrides"][0] == "gradient_checkpointing=true"
+    assert "GPU only" in r["train"]["person_qlora_cap"]["skipped"]
+    assert r["parent_cuda_initialized"] is False

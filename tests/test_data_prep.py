@@ -75,6 +75,29 @@ def test_build_is_byte_identical_and_never_writes_raw(tmp_path, synth_raw):
     assert sorted(p.relative_to(synth_raw) for p in synth_raw.rglob("*")) == before
 
 
+def test_byte_order_mark_is_not_damage(tmp_path, synth_raw):
+    """A Windows tool's BOM before line 1 of action.jsonl / survey_result.json loses no click."""
+    raw = tmp_path / "raw"
+    shutil.copytree(synth_raw, raw)
+    base = build(raw, tmp_path / "a", progress=False)
+    clicked = []
+    for f in sorted(raw.rglob("action.jsonl")):
+        first = f.read_text(encoding="utf-8").splitlines()[0]
+        if "click(coordinates" in first and not first.startswith("{{"):
+            clicked.append(f)
+    assert len(clicked) >= 3
+    for f in clicked:  # first lines that are clicks: without utf-8-sig each would be malformed_json_line
+        f.write_bytes(b"\xef\xbb\xbf" + f.read_bytes())
+        survey = f.parent / "survey_result.json"
+        if survey.exists():
+            survey.write_bytes(b"\xef\xbb\xbf" + survey.read_bytes())
+    rep = build(raw, tmp_path / "b", progress=False)
+    assert rep["samples"] == base["samples"]
+    assert rep["skipped"] == base["skipped"]  # real damage still counted, nothing new
+    assert (tmp_path / "a" / "samples" / "user_1.jsonl").read_bytes() == \
+        (tmp_path / "b" / "samples" / "user_1.jsonl").read_bytes()
+
+
 def test_long_click_option(tmp_path, synth_raw):
     rep = build(synth_raw, tmp_path / "lc", actions=("click", "long_click"), progress=False)
     assert rep["samples"] > build(synth_raw, tmp_path / "c", progress=False)["samples"]

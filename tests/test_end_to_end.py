@@ -192,6 +192,60 @@ def test_eval_prefetch_and_static_cache_give_the_answers_of_swifts_engine(e2e):
     assert max(abs(a - b) for x, y in zip(logprobs(static), swift) for a, b in zip(x, y)) < 1e-4
 
 
+def _answers(e2e, tmp_path, name, n=10, **kw):
+    """eval.run.generate on user 1's first n rows; {id: raw answer} and generate's stats."""
+    from eval.run import generate, load_rows
+
+    rows = load_rows(Path(e2e["cfg"]["paths"]["data"]) / "swift" / "user_1" / "all.jsonl")[:n]
+    pred = tmp_path / name / "predictions.jsonl"
+    pred.parent.mkdir(parents=True)
+    st = generate(kw.pop("engine"), rows, pred, kw.pop("batch_size", 4), kw.pop("max_new_tokens", 20), {},
+                  progress=False, **kw)
+    lines = [json.loads(x) for x in pred.read_text().splitlines()]
+    assert len(lines) == len({r["id"] for r in lines}) == len(rows)  # each row written once
+    return {r["id"]: r["raw"] for r in lines}, st
+
+
+def test_reserved_answer_tokens_then_long_rows_give_the_same_answers(e2e, tmp_path):
+    """eval.reserve_new_tokens: a batch answers up to the reserve on a static cache; rows still going
+    there are answered again (dynamic cache) up to max_new_tokens: the answers of one plain pass.
+    The random tiny model never stops, so every row goes past the reserve."""
+    engine, _, _ = eval_requests(e2e, 1, 1)
+    plain, st0 = _answers(e2e, tmp_path, "plain", engine=engine)
+    two, st = _answers(e2e, tmp_path, "reserve", engine=engine, graphs=True, reserve_new_tokens=6,
+                       long_batch_size=3)
+    assert st0["long_rows"] == 0 and st["long_rows"] == 10
+    assert st["decode_steps"]["new_inputs"] == 3  # the static cache held 6 answer tokens, 3 batches
+    assert two == plain
+    assert {len(engine.tokenizer.encode(t)) for t in plain.values()} <= {19, 20, 21}  # all ran to the limit
+
+
+def test_cuda_out_of_memory_halves_the_batch_and_redoes_it(e2e, tmp_path, monkeypatch, capsys):
+    """A batch hit by a CUDA OOM error is redone at half the size, until it fits; nothing is lost or
+    written twice, and the answers are those of a run at the size that fits. (The OOM is raised on
+    batches above 2 rows: the CPU has no CUDA allocator to run out of.)"""
+    import torch
+
+    from eval import batches
+
+    engine, _, _ = eval_requests(e2e, 1, 1)
+    small, _ = _answers(e2e, tmp_path, "small", engine=engine, batch_size=2, max_new_tokens=8)
+    real, seen = batches.infer_encoded, []
+
+    def tight(engine, batch, *a, **kw):
+        rows = batch["input_ids"].shape[0]
+        seen.append(rows)
+        if rows > 2:
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB (test)")
+        return real(engine, batch, *a, **kw)
+
+    monkeypatch.setattr(batches, "infer_encoded", tight)
+    got, st = _answers(e2e, tmp_path, "oom", engine=engine, batch_size=8, max_new_tokens=8)
+    assert st["batch_sizes"] == [8, 4, 2] and seen == [8, 4, 2, 2, 2, 2, 2]
+    assert got == small
+    assert "batch size now 2, redoing the batch from row 0" in capsys.readouterr().err
+
+
 def _wait_for(cond, proc, timeout):
     t0 = time.time()
     while time.time() - t0 < timeout:

@@ -1,6 +1,7 @@
 """The corrected parser over real output styles, PIGG's quirks, and metric values by hand."""
 from __future__ import annotations
 
+import json
 import math
 
 import numpy as np
@@ -85,7 +86,42 @@ def test_score_by_hand():
 
 def test_l2_and_empty_aggregate():
     assert l2((3, 4), (0, 0)) == 5
-    assert math.isnan(aggregate([], 140)["accuracy"])
+    assert aggregate([], 140) == {"n": 0, "accuracy": None, "mean_l2": None, "median_l2": None}
+
+
+def _reject_constant(name):
+    raise AssertionError(f"{name} in a JSON file (not JSON)")
+
+
+def test_undefined_metrics_are_null_in_strict_json(tmp_path):
+    """Nothing parsed and no element tree: metrics.json, summaries and overall.json hold null, never
+    NaN, and results.txt says n/a."""
+    from data_prep.io import write_json
+    from eval.run import results_text
+
+    recs = [{"gt": [500, 500], "pred": None, "pred_pigg": [0, 0], "width": 1080, "height": 2400}] * 3
+    m = score(recs, 140)
+    assert m["corrected_parsed"]["accuracy"] is None and m["mean_l2_px"] is None
+    assert m["element_hit_rate"] is None and m["corrected"]["accuracy"] == 0.0
+    s = summarize_folds([m, m], user=1)
+    assert s["avg_element_hit_rate"] is None and s["avg_accuracy"] == 0.0
+    o = overall([s, {**s, "user_id": 2}])
+    assert o["avg_element_hit_rate"] is None and o["avg_parse_fail_rate"] == 1.0
+    for name, obj in (("metrics", m), ("summary", s), ("overall", o), ("nan", {"x": [float("nan"), float("inf")]})):
+        write_json(tmp_path / f"{name}.json", obj)
+        back = json.loads((tmp_path / f"{name}.json").read_text(), parse_constant=_reject_constant)
+        assert "NaN" not in (tmp_path / f"{name}.json").read_text()
+    assert back == {"x": [None, None]}
+    text = results_text(m, "t")
+    assert "nan" not in text.lower() and "element hit rate: n/a (n=0)" in text
+    assert "corrected (parsed) acc@140: n/a" in text
+
+
+def test_element_hit_mean_skips_folds_without_trees():
+    agg = {"accuracy": 0.5, "mean_l2": 1.0, "median_l2": 1.0}
+    folds = [{"n": 2, "pigg": agg, "corrected": agg, "parse_fail_rate": 0.0, "element_hit_rate": h}
+             for h in (0.25, None, 0.75)]
+    assert summarize_folds(folds, 1)["avg_element_hit_rate"] == pytest.approx(0.5)
 
 
 def test_summaries_match_numpy():

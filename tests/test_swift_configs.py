@@ -40,7 +40,8 @@ def test_argtable_matches_installed_swift():
 
 @pytest.mark.parametrize("stage,template,gpus", [
     ("global", "global_full", "cpu"), ("global", "global_lora", "0"), ("global", "global_full", "0,1"),
-    ("person", "person_lora", "cpu"), ("person", "person_full", "0"),
+    ("person", "person_lora", "cpu"), ("person", "person_full", "0"), ("person", "person_qlora", "0"),
+    ("global", "global_qlora", "0"),
 ])
 def test_every_template_round_trips_through_swifts_parser(fake_global, stage, template, gpus):
     from swift.arguments import SftArguments
@@ -64,6 +65,9 @@ def test_every_template_round_trips_through_swifts_parser(fake_global, stage, te
         assert ns.use_cpu is True and ns.torch_dtype == "float32"
     if template.startswith("person"):
         assert ns.model == str(fake_global["paths"]["model"]) and "fold_0" in ns.dataset[0]
+    if template.endswith("qlora"):  # swift's QLoRA keys: 4-bit NF4, double quantization, bf16 compute
+        assert (ns.quant_method, ns.quant_bits, ns.bnb_4bit_quant_type, ns.bnb_4bit_use_double_quant) == \
+            ("bnb", 4, "nf4", True) and str(ns.bnb_4bit_compute_dtype).endswith("bfloat16")
     if template.endswith("lora"):
         assert ns.lora_dropout == 0.1 and ns.lora_rank == 8 and ns.lora_alpha == 32
 
@@ -72,7 +76,7 @@ def test_pigg_defaults_in_templates(fake_global):
     g = render(load_experiment("pigg", ["paths.data=" + fake_global["paths"]["data"],
                                         "paths.model=" + fake_global["paths"]["model"]]), "global", gpus="0").args
     assert (g["learning_rate"], g["num_train_epochs"], g["per_device_train_batch_size"],
-            g["gradient_accumulation_steps"], g["warmup_steps"], g["weight_decay"]) == (1e-6, 1, 4, 2, 50, 0.01)
+            g["gradient_accumulation_steps"], g["warmup_steps"], g["weight_decay"]) == (1e-6, 1, 8, 1, 50, 0.01)
     assert g["tuner_type"] == "full" and g["torch_dtype"] == "bfloat16" and g["gradient_checkpointing"]
     # PIGG's effective batch: 8 per GPU for global (1 x 8 there), 4 for personalized (1 x 4 there)
     assert g["per_device_train_batch_size"] * g["gradient_accumulation_steps"] == 8
@@ -163,3 +167,54 @@ def test_slurm_person_array_task_picks_one_fold(exp, fake_global, tiny_model):
     p = _bash(["scripts/slurm/person_array.sbatch", "--config", str(exp["path"]), "--dry-run"],
               {"SLURM_ARRAY_TASK_ID": "6"})
     assert p.returncode == 2 and "--array-task 6: want 0..5 (2 users x 3 folds)" in p.stderr
+
+
+def test_offload_optimizer_renders_zero3_with_cpu_adam(fake_global):
+    """train.offload: optimizer -> ZeRO-3 with AdamW's states on the CPU (our DeepSpeed JSON: swift's zero3 +
+    offload_optimizer), also on one GPU (under torchrun), with the expandable allocator segments."""
+    cfg = load_experiment(fake_global["config_path"], ["train.offload=optimizer"])
+    cfg["paths"] = fake_global["paths"]
+    run = render(cfg, "global", gpus="0")
+    ds = json.loads(open(run.args["deepspeed"]).read())
+    assert ds["zero_optimization"]["stage"] == 3 and ds["zero_optimization"]["offload_optimizer"]["device"] == "cpu"
+    assert ds["zero_optimization"]["offload_param"]["device"] == "none"
+    assert run.env["NPROC_PER_NODE"] == 1 and run.env["PYTORCH_CUDA_ALLOC_CONF"] == "expandable_segments:True"
+    with pytest.raises(ConfigError, match="'train.offload' must be none or optimizer"):
+        load_experiment(fake_global["config_path"], ["train.offload=params"])
+
+
+@pytest.fixture(scope="module")
+def shape8b(tmp_path_factory):
+    import sys
+
+    sys.path.insert(0, str(ROOT / "scripts"))
+    from build_tiny_model import write_shapes
+
+    return write_shapes(tmp_path_factory.mktemp("shape") / "8b", "8b")
+
+
+def test_training_preflight_stops_before_anything_starts(exp, shape8b):
+    """Global full FT of the 8B shape on one 48 GB card: refused before swift starts (no run folder), with
+    the settings that fit; --dry-run prints the estimate (2 x 80 GB: the ZeRO-3 default)."""
+    env = {"PIGG_GPU_MEMORY_GB": "79.6"}
+    args = ["-m", "swift_configs.train", "--config", str(exp["path"]), "--set", f"paths.model={shape8b}",
+            "--set", "name=pre", "--full"]
+    p = run_cli(*args, "--gpus", "0", env={"PIGG_GPU_MEMORY_GB": "48"}, check=False)
+    assert p.returncode == 2 and "Traceback" not in p.stderr, p.stderr[-2000:]
+    assert "this run does not fit 1 GPU(s) of 48.0 GiB" in p.stderr
+    assert "--set train.offload=optimizer" in p.stderr and "4 GPUs (ZeRO-3)" in p.stderr
+    assert "2 GPUs (ZeRO-3)" not in p.stderr  # 73.6 GiB each: not on 48 GB cards
+    assert not run_dir({**exp["cfg"], "name": "pre"}).exists()
+    p = run_cli(*args, "--gpus", "0", "--dry-run", env=env)  # fits one 80 GB card, but bf16 without master weights
+    assert "keeps bf16 weights and bf16 AdamW states" in p.stdout
+    p = run_cli(*args, "--gpus", "0,1", "--dry-run", env=env)
+    # (the demo-based experiment: its batch 4, no checkpointing, 32 image tokens)
+    assert "preflight: full, ZeRO-3, batch 4 x 125 tokens, checkpointing off, 2 GPU(s): ~73.3 GiB per GPU of 79.6" \
+        in p.stdout
+    p = run_cli(*args, "--gpus", "0", "--dry-run", "--set", "train.offload=optimizer", env=env)
+    assert "optimizer on CPU" in p.stdout and "optimizer 0.0" not in p.stdout
+    p = run_cli("-m", "swift_configs.person", "--config", str(exp["path"]), "--set", f"paths.model={shape8b}",
+                "--set", f"train.person_base={shape8b}", "--set", "name=pre", "--set", "image_max_token_num=980",
+                "--set", "train.person_overrides={}", "--users", "1", "--gpus", "0",
+                "--dry-run", env={"PIGG_GPU_MEMORY_GB": "24"})
+    assert "does not fit 1 GPU(s) of 24.0 GiB" in p.stdout and "person_qlora" in p.stdout

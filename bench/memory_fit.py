@@ -1,0 +1,291 @@
+"""Does each stage fit the card it runs on? Eval batch sizing, person LoRA / QLoRA memory, preflight vs measured.
+
+Usage: python bench/memory_fit.py --shape 8b --device cuda [--n-eval 192] [--steps 12] [--tag h100]
+       python bench/memory_fit.py --shape tiny --device cpu --quick          (CI: the same code paths on CPU)
+
+Everything that touches the GPU runs in a child process (this one never initialises CUDA, so it holds no
+GPU memory while a child trains). On one card, it measures:
+1. eval (one child, the model loaded once): eval.run's own batching (eval/run.py ``generate``) at
+   ``batch_size: auto`` and at fixed batches, answers of ``--short-tokens`` (the random model never stops:
+   every row runs to the limit, ~PIGG's 30-token answers); samples/s and peak memory each; then PIGG's
+   max_new_tokens 512 with eval.reserve_new_tokens 64 (every row goes past the reserve and is answered
+   again up to 512: the worst case) at auto; and the prefill activations per row (batches 8 and 32,
+   one new token), the coefficient eval/memory.py keeps.
+2. the same eval at auto on the card capped to ``--cap-gb`` GiB (PIGG_GPU_MEMORY_GB).
+3. person folds through `swift sft` (the generated YAML of the person stage, ``--steps`` steps): the
+   person_lora template as shipped on the whole card; person_qlora and person_lora with gradient
+   checkpointing capped to ``--cap-gb`` (bench/gpu_cap/sitecustomize.py), each with the preflight's estimate.
+Writes bench/results/memory_fit_<device>[_tag].json.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # bench/_common.py
+from _common import ROOT, child_env, median_step_s, prepare_experiment, read_train_log, run_polled, steady_rate  # noqa: E402
+from data_prep.io import read_json, write_json  # noqa: E402
+
+GIB = 2**30
+CAP_DIR = Path(__file__).resolve().parent / "gpu_cap"
+
+
+def log(msg):
+    print(f"[memory_fit {time.strftime('%H:%M:%S')}] {msg}", flush=True)
+
+
+def card_gib(device: str) -> float | None:
+    if device != "cuda":
+        return None
+    out = subprocess.run(["nvidia-smi", "--query-gpu=memory.total,name", "--format=csv,noheader,nounits"],
+                         capture_output=True, text=True)
+    mib, _ = out.stdout.strip().splitlines()[0].split(",", 1)
+    return float(mib) / 1024
+
+
+def gpu_name(device: str) -> str:
+    if device != "cuda":
+        return "cpu"
+    return subprocess.run(["nvidia-smi", "--query-gpu=name", "--format=csv,noheader"], capture_output=True,
+                          text=True).stdout.strip().splitlines()[0]
+
+
+# --- the eval child ---------------------------------------------------------------------------------
+
+def eval_child(spec: dict) -> dict:
+    """Runs in its own process: one engine, eval.run's generate at several batch settings."""
+    import torch
+
+    from data_prep.config import load_experiment
+    from eval.memory import PREFILL_ACT_COEF, kv_bytes_per_token
+    from eval.run import build_engine, cap_card, generate, load_rows, plan_batch, sample_index
+
+    cfg = load_experiment(spec["config"])
+    os.environ["IMAGE_MAX_TOKEN_NUM"] = str(cfg["image_max_token_num"])
+    ev, gpu = cfg["eval"], spec["device"] == "cuda"
+    if gpu:
+        cap_card()
+    t = time.time()
+    engine = build_engine(spec["model"], [], 8, "0" if gpu else "cpu", ev["overrides"], gqa_decode=ev["gqa_decode"],
+                          liger_kernel=ev["liger_kernel"] and gpu, gpu_preprocess=ev["gpu_preprocess"] and gpu)
+    out = {"load_s": time.time() - t, "weights_bytes": torch.cuda.memory_allocated() if gpu else None, "runs": {}}
+    meta = sample_index(cfg)
+    rows = load_rows(spec["data"])[:spec["n"]]
+    tmp = Path(spec["tmp"])
+
+    def peak_reset():
+        if gpu:
+            torch.cuda.synchronize()
+            torch.cuda.empty_cache()
+            torch.cuda.reset_peak_memory_stats()
+
+    def one(name, batch, max_new, reserve, n=None):
+        peak_reset()
+        use = rows[:n] if n else rows
+        plan = plan_batch(engine, use, meta, batch, max_new, reserve)
+        pred = tmp / f"{name}.jsonl"
+        pred.unlink(missing_ok=True)
+        generate(engine, use[:plan["batch_size"]], tmp / "warm.jsonl", plan["batch_size"], min(max_new, 8), meta,
+                 progress=False, prefetch=ev["prefetch"], graphs=ev["cuda_graphs"] and gpu)  # kernels, graphs warm
+        peak_reset()
+        t = time.time()
+        st = generate(engine, use, pred, plan["batch_size"], max_new, meta, progress=False, prefetch=ev["prefetch"],
+                      graphs=ev["cuda_graphs"] and gpu, reserve_new_tokens=reserve,
+                      long_batch_size=plan["long_batch_size"])
+        dt = time.time() - t
+        r = {"batch": batch, "plan": plan, "max_new_tokens": max_new, "reserve_new_tokens": reserve, "n": len(use),
+             "seconds": dt, "samples_per_s": len(use) / dt, "long_rows": st["long_rows"],
+             "batch_sizes": st["batch_sizes"], "decode_steps": st["decode_steps"]}
+        if gpu:
+            r.update(peak_allocated_gib=torch.cuda.max_memory_allocated() / GIB,
+                     peak_reserved_gib=torch.cuda.max_memory_reserved() / GIB)
+        out["runs"][name] = r
+        log(f"eval {name}: batch {plan['batch_size']} ({batch}), {r['samples_per_s']:.2f} samples/s, "
+            f"peak reserved {r.get('peak_reserved_gib', 0):.1f} GiB, long rows {st['long_rows']}")
+        write_json(spec["out"], out)
+
+    for b in spec["batches"]:
+        one(f"short_{b}", b, spec["short_tokens"], ev["reserve_new_tokens"])
+    if spec.get("long"):
+        one("pigg512_auto", "auto", spec.get("long_tokens") or ev["max_new_tokens"],
+            spec.get("long_reserve") or ev["reserve_new_tokens"], n=spec["long_n"])
+    if gpu and spec.get("coef"):  # prefill activations per row: peak - weights - KV, one new token
+        tc = engine.model.config.text_config.to_dict()
+        coef = {}
+        for b in (8, 32):
+            peak_reset()
+            generate(engine, rows[:b], tmp / f"coef{b}.jsonl", b, 1, meta, progress=False)
+            prompt = out["runs"]["short_auto"]["plan"]["first"]["prompt_tokens"] if "short_auto" in out["runs"] else 1100
+            kv = kv_bytes_per_token(tc) * (prompt + 1) * b
+            act = torch.cuda.max_memory_allocated() - out["weights_bytes"] - kv
+            coef[b] = act / b / (prompt * tc["hidden_size"] * 2)
+        out["prefill_act_coef"] = {"measured": coef, "in_code": PREFILL_ACT_COEF}
+        write_json(spec["out"], out)
+    return out
+
+
+# --- the parent -------------------------------------------------------------------------------------
+
+def make_data(tmp: Path, shape: str, budget: int, episodes: int):
+    from data_prep.synth import synth
+
+    synth(tmp / "raw", users=3, episodes=30, seed=0, scale=1.0 if shape == "8b" else 0.25, defects=False,
+          test_users=1, test_episodes=episodes)
+    return prepare_experiment(tmp, tmp / "model", "fit", {"users": {"test": "1", "global": "2-3"},
+                                                          "image_max_token_num": budget})
+
+
+def run_eval_child(spec: dict, env_extra: dict) -> dict:
+    spec_file = Path(spec["tmp"]) / f"spec_{Path(spec['out']).stem}.json"
+    write_json(spec_file, spec)
+    env = child_env(**env_extra)
+    p = subprocess.run([sys.executable, __file__, "--eval-child", str(spec_file)], env=env, cwd=ROOT,
+                       capture_output=True, text=True)
+    res = read_json(spec["out"]) if Path(spec["out"]).exists() else {}
+    if p.returncode:
+        res["error"] = (p.stdout + p.stderr)[-3000:]
+        log(f"eval child failed ({p.returncode}):\n{res['error'][-1500:]}")
+    return res
+
+
+def train_fold(cfg: dict, cfg_path: Path, model: Path, device: str, steps: int, template: str, extra: list[str],
+               cap_gb: float | None) -> dict:
+    """One person fold's `swift sft` (the person stage's generated YAML), --steps steps, timed from outside."""
+    import shutil
+
+    from swift_configs import preflight as pf
+    from swift_configs.generate import missing_packages, render
+
+    cfg = {**cfg, "train": {**cfg["train"], "person_base": str(model), "person_template": template}}
+    gpus = "0" if device == "cuda" else "cpu"
+    run = render(cfg, "person", user=1, fold=0, gpus=gpus,
+                 overrides=[f"max_steps={steps}", "logging_steps=1", "save_strategy='no'"]
+                 + ([] if device == "cuda" else ["dataloader_num_workers=0"]) + extra)
+    res = {"template": template, "overrides": extra, "cap_gib": cap_gb, "steps": steps}
+    missing = missing_packages(run)
+    if missing:
+        return {**res, "error": "; ".join(missing)}
+    est = pf.estimate(run.args, 1, cfg["image_max_token_num"])
+    res["preflight_gib"] = est["per_gpu_bytes"] / GIB
+    res["preflight_parts_gib"] = {k: v / GIB for k, v in est["parts"].items()}
+    shutil.rmtree(run.run_dir, ignore_errors=True)
+    run.run_dir.mkdir(parents=True, exist_ok=True)
+    run.write()
+    extra_env = {k: str(v) for k, v in run.env.items()}
+    env = child_env(**extra_env, **run.proc_env)
+    if cap_gb:
+        env["PIGG_GPU_MEMORY_GB"] = str(cap_gb)
+        env["PYTHONPATH"] = os.pathsep.join([str(CAP_DIR), env["PYTHONPATH"]])
+    if device == "cuda":
+        env["CUDA_VISIBLE_DEVICES"] = os.environ.get("CUDA_VISIBLE_DEVICES", "0")
+    t = time.time()
+    rc, output, marks = run_polled(run.command(), env, run.run_dir, run.run_dir / "logging.jsonl")
+    final, peak = read_train_log(run.run_dir / "logging.jsonl")
+    res.update(rc=rc, wall_s=time.time() - t)
+    if rc or final is None:
+        return {**res, "error": output[-2500:]}
+    tokens = est["tokens_per_sample"]
+    bs = run.args["per_device_train_batch_size"] * run.args["gradient_accumulation_steps"]
+    rate, med = steady_rate(marks, warm=3), median_step_s(marks)
+    res.update(peak_reserved_gib=peak, batch=bs, median_step_s=med,
+               median_step_tokens_per_s=med and bs / med * tokens,
+               steady_tokens_per_s=rate and rate * bs * tokens,
+               whole_run_tokens_per_s=float(final["train_samples_per_second"]) * tokens,
+               preflight_error=peak and (res["preflight_gib"] - peak) / peak)
+    return res
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--shape", choices=["tiny", "8b"], default="tiny")
+    p.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
+    p.add_argument("--quick", action="store_true", help="CI size")
+    p.add_argument("--n-eval", type=int, default=128)
+    p.add_argument("--long-n", type=int, default=64, help="samples of the max_new_tokens 512 eval")
+    p.add_argument("--short-tokens", type=int, default=32)
+    p.add_argument("--batches", nargs="+", default=["auto", "64", "128"])
+    p.add_argument("--steps", type=int, default=12)
+    p.add_argument("--cap-gb", type=float, default=24.0)
+    p.add_argument("--skip", action="append", default=[], choices=["eval", "cap_eval", "train", "cap_train"])
+    p.add_argument("--tag", default="")
+    p.add_argument("--out", default=str(ROOT / "bench" / "results"))
+    p.add_argument("--eval-child", help=argparse.SUPPRESS)
+    a = p.parse_args(argv)
+    if a.eval_child:
+        eval_child(read_json(a.eval_child))
+        return
+    if a.quick:
+        a.n_eval, a.long_n, a.steps, a.short_tokens, a.batches = 6, 4, 2, 6, ["auto", "4"]
+    budget = 980 if a.shape == "8b" else 32
+    os.environ["IMAGE_MAX_TOKEN_NUM"] = str(budget)
+    out = Path(a.out) / f"memory_fit_{a.device}{'_quick' if a.quick else ''}{a.tag and '_' + a.tag}.json"
+    res = {"shape": a.shape, "device": a.device, "gpu": gpu_name(a.device), "card_gib": card_gib(a.device),
+           "cap_gib": a.cap_gb, "eval": {}, "cap_eval": {}, "train": {}}
+    tmp = Path(tempfile.mkdtemp(prefix="pigg_fit_"))
+    t0 = time.time()
+    cfg_path, cfg = make_data(tmp, a.shape, budget, 150 if a.shape == "8b" else 12)
+    log(f"data ready ({time.time() - t0:.0f}s)")
+    cmd = [sys.executable, str(ROOT / "scripts" / "build_tiny_model.py"), "--out", str(tmp / "model"), "--shape",
+           a.shape, "--device", a.device, "--dtype", "bfloat16" if a.device == "cuda" else "float32"]
+    subprocess.run(cmd, check=True, env=child_env(), cwd=ROOT)  # a child: this process never touches the GPU
+    log(f"model ready ({time.time() - t0:.0f}s)")
+    from data_prep.export import swift_paths
+
+    data = str(swift_paths(cfg, 1)["all"])
+    base = {"config": str(cfg_path), "model": str(tmp / "model"), "data": data, "device": a.device, "tmp": str(tmp),
+            "short_tokens": a.short_tokens, "long_n": a.long_n,
+            "long_tokens": 24 if a.quick else None, "long_reserve": 6 if a.quick else None}
+    if "eval" not in a.skip:
+        spec = {**base, "n": a.n_eval, "batches": [b if b == "auto" else int(b) for b in a.batches], "long": True,
+                "coef": True, "out": str(tmp / "eval.json")}
+        res["eval"] = run_eval_child(spec, {})
+        write_json(out, res)
+    if "cap_eval" not in a.skip:
+        spec = {**base, "n": min(a.n_eval, 64), "batches": ["auto"], "long": True, "long_n": min(a.long_n, 16),
+                "out": str(tmp / "cap_eval.json")}
+        res["cap_eval"] = run_eval_child(spec, {"PIGG_GPU_MEMORY_GB": str(a.cap_gb)})
+        write_json(out, res)
+    folds = []
+    if "train" not in a.skip:
+        folds.append(("person_lora", "person_lora", [], None))
+    if "cap_train" not in a.skip:
+        folds += [("person_qlora_cap", "person_qlora", [], a.cap_gb),
+                  ("person_lora_gc_cap", "person_lora", ["gradient_checkpointing=true"], a.cap_gb)]
+    for name, template, extra, cap in folds:
+        if a.device == "cpu" and template == "person_qlora":
+            res["train"][name] = {"skipped": "QLoRA (bitsandbytes 4-bit) runs on a GPU only"}
+            continue
+        if a.device == "cpu":
+            extra = extra + ["use_liger_kernel=false"]
+        log(f"train {name} ...")
+        res["train"][name] = r = train_fold(cfg, cfg_path, tmp / "model", a.device, a.steps, template, extra, cap)
+        log(f"train {name}: peak {r.get('peak_reserved_gib')} GiB (preflight {r.get('preflight_gib', 0):.1f}), "
+            f"median step {r.get('median_step_tokens_per_s') or 0:.0f} tokens/s {r.get('error', '')[-300:]}")
+        write_json(out, res)
+    res["parent_cuda_initialized"] = "torch" in sys.modules and sys.modules["torch"].cuda.is_initialized()
+    write_json(out, res)
+    log(f"wrote {out}")
+    summary(res)
+
+
+def summary(res: dict) -> None:
+    card = res.get("card_gib")
+    print(f"\n{res['gpu']}: {card and f'{card:.1f} GiB'}")
+    for part in ("eval", "cap_eval"):
+        for k, r in res[part].get("runs", {}).items():
+            pk = r.get("peak_reserved_gib")
+            lim = res["cap_gib"] if part == "cap_eval" else card
+            print(f"{part:8s} {k:14s} batch {r['plan']['batch_size']:>4} {r['samples_per_s']:7.2f} samples/s  peak "
+                  f"{pk or 0:5.1f} GiB" + (f" ({pk / lim:.0%} of {lim:.1f})" if pk and lim else ""))
+    for k, r in res["train"].items():
+        print(f"train    {k:20s} peak {r.get('peak_reserved_gib')} GiB  preflight {r.get('preflight_gib') or 0:.1f} GiB  "
+              f"median step {r.get('median_step_tokens_per_s') or 0:.0f} tokens/s  {r.get('error', r.get('skipped', ''))[-200:]}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,211 @@
+"""Will a generated `swift sft` run fit the GPUs? Peak memory per GPU, estimated before anything loads.
+
+Usage: ``est = estimate(run, n_gpus)``; ``check(run, gpus)`` raises PreflightError naming settings that
+fit; the training entry points call it (``--force`` skips it, ``--dry-run`` prints the estimate).
+
+The estimate adds, per GPU: the weights (bf16, or 4-bit NF4 for QLoRA's quantized linear layers;
+divided over the GPUs under ZeRO-3), gradients and AdamW states of what trains (full: bf16 grads and
+bf16 states without DeepSpeed, fp32 master + moments under ZeRO, partitioned; CPU under
+``train.offload: optimizer``; LoRA: fp32 adapter, grads and states), DeepSpeed's working buffers, and
+activations per sample (per token x hidden size x layer, with or without gradient checkpointing;
+the logits of the loss unless Liger's fused linear + cross-entropy runs). The coefficients come from
+runs on H100/H200 of the 8B-shaped model (bench/RESULTS.md, bench/results/memory_fit_*.json); the
+card's memory comes from nvidia-smi (no CUDA context in this process) or PIGG_GPU_MEMORY_GB.
+"""
+from __future__ import annotations
+
+import json
+import os
+import struct
+import subprocess
+from pathlib import Path
+
+GIB = 2**30
+# Measured peaks of the 8B shape (memory(GiB) in swift's logging.jsonl), 1,073 tokens a sample, fitted:
+ACT_NOGC = 63.8  # bytes / (token x hidden x layer), no checkpointing, Liger: person LoRA b4 54.0, b8 92.5 GiB
+ACT_GC = 4.0  # with checkpointing: LoRA b4 20.2 GiB; ZeRO-3 full 1x8 69.4 / 4x2 73.2 GiB (2 GPUs)
+LOGITS = 1.56  # x fp32 logits (token x vocab x 4 B) without Liger's fused loss: LoRA b4 57.9 vs 54.0 GiB
+LOGITS_GC = 0.8  # the same with checkpointing (its peak is elsewhere in the step): fitted with ACT_GC
+ZERO_BUFFERS = 6.6 * GIB  # DeepSpeed's gathered parameters, buckets (ZeRO-3 full 2 GPUs: 69.4 - 62.8 GiB)
+CONTEXT = 0.75 * GIB  # CUDA context + cuBLAS workspace + allocator slack, outside torch's count
+FIT = 0.95  # a run fits when its estimate is at most this share of the card
+TEXT_TOKENS = 93  # prompt text + answer beside the image tokens (1,073 at image_max_token_num 980)
+NF4_BYTES = 0.516  # 4-bit NF4 + double-quantized absmax per 64 weights
+
+
+class PreflightError(RuntimeError):
+    pass
+
+
+def safetensors_params(model_dir: Path) -> dict[str, int]:
+    """{tensor name: element count} from the safetensors headers (no weights read)."""
+    out = {}
+    for f in sorted(Path(model_dir).glob("*.safetensors")):
+        with open(f, "rb") as fh:
+            (n,) = struct.unpack("<Q", fh.read(8))
+            header = json.loads(fh.read(n))
+        for name, meta in header.items():
+            if name != "__metadata__":
+                count = 1
+                for d in meta["shape"]:
+                    count *= d
+                out[name] = count
+    if not out:
+        raise PreflightError(f"{model_dir}: no *.safetensors to count the parameters of")
+    return out
+
+
+def model_shape(model_dir: Path) -> dict:
+    """Parameter counts (vision tower + aligner, language model, its linear layers) and text config."""
+    cfg = json.loads((Path(model_dir) / "config.json").read_text(encoding="utf-8"))
+    tc = cfg.get("text_config", cfg)
+    params = safetensors_params(model_dir)
+    vision = sum(n for k, n in params.items() if ".visual." in k or k.startswith("visual."))
+    total = sum(params.values())
+    linear = sum(n for k, n in params.items() if k.endswith("proj.weight") and ".visual." not in k
+                 and not k.startswith("visual."))
+    if cfg.get("tie_word_embeddings", tc.get("tie_word_embeddings")) and not any("lm_head" in k for k in params):
+        total += tc["vocab_size"] * tc["hidden_size"]  # the tied head is one tensor on disk, used twice
+    return {"total": total, "vision": vision, "language": total - vision, "linear": linear, "text": tc}
+
+
+def lora_params(tc: dict, rank: int) -> int:
+    """LoRA on q/k/v/o/gate/up/down of every language-model layer (all-linear with the ViT frozen)."""
+    h, i = tc["hidden_size"], tc["intermediate_size"]
+    hd = tc.get("head_dim") or h // tc["num_attention_heads"]
+    q, kv = tc["num_attention_heads"] * hd, (tc.get("num_key_value_heads") or tc["num_attention_heads"]) * hd
+    per_layer = (h + q) + 2 * (h + kv) + (q + h) + 2 * (h + i) + (i + h)
+    return rank * per_layer * tc["num_hidden_layers"]
+
+
+def estimate(args: dict, n_gpus: int, image_tokens: int, offload: str = "none") -> dict:
+    """Peak bytes per GPU of a generated swift sft run (``args``: its YAML body) on ``n_gpus`` GPUs."""
+    shape = model_shape(Path(args["model"]))
+    tc = shape["text"]
+    full = args.get("tuner_type") == "full"
+    ds = str(args.get("deepspeed", "")) if n_gpus > 1 or args.get("deepspeed") else ""
+    zero = 3 if "zero3" in ds else 2 if "zero2" in ds else 0
+    n = max(1, n_gpus)
+    qlora = args.get("quant_method") == "bnb" and int(args.get("quant_bits", 0) or 0) == 4
+    trainable = shape["language"] if full else lora_params(tc, int(args.get("lora_rank", 8)))
+    if qlora:
+        weights = shape["linear"] * NF4_BYTES + (shape["total"] - shape["linear"]) * 2
+    else:
+        weights = 2 * shape["total"] / (n if zero == 3 else 1)
+    if not full:
+        grads, optim = 4 * trainable, 8 * trainable + 4 * trainable  # fp32 adapter: grads, 2 moments, weights
+    elif zero == 3:
+        grads, optim = 2 * trainable / n, 12 * trainable / n
+    elif zero == 2:
+        grads, optim = 2 * trainable + 4 * trainable / n, 12 * trainable / n
+    else:
+        grads, optim = 2 * trainable, 4 * trainable  # bf16 AdamW states, no DeepSpeed
+    if offload == "optimizer":
+        optim = 0
+    buffers = ZERO_BUFFERS if zero else 0
+    tokens = image_tokens + TEXT_TOKENS
+    batch = int(args.get("per_device_train_batch_size", 1))
+    gc = bool(args.get("gradient_checkpointing", True))
+    per_sample = tokens * tc["hidden_size"] * tc["num_hidden_layers"] * (ACT_GC if gc else ACT_NOGC)
+    if not args.get("use_liger_kernel"):
+        per_sample += (LOGITS_GC if gc else LOGITS) * tokens * tc["vocab_size"] * 4
+    parts = {"weights": weights, "gradients": grads, "optimizer": optim, "deepspeed_buffers": buffers,
+             "activations": batch * per_sample, "cuda_context": CONTEXT}
+    return {"per_gpu_bytes": int(sum(parts.values())), "parts": {k: int(v) for k, v in parts.items()},
+            "n_gpus": n, "zero": zero, "offload": offload, "qlora": qlora, "full": full, "batch": batch,
+            "gradient_checkpointing": gc, "tokens_per_sample": tokens, "params": shape["total"],
+            "trainable": int(trainable)}
+
+
+def card_bytes(gpus: list[str]) -> list[int] | None:
+    """Memory of each listed GPU: PIGG_GPU_MEMORY_GB if set, else nvidia-smi's memory.total (None: unknown)."""
+    from eval.memory import card_limit_bytes
+
+    cap = card_limit_bytes()
+    if cap is not None:
+        return [cap] * len(gpus)
+    try:
+        out = subprocess.run(["nvidia-smi", "--query-gpu=index,memory.total", "--format=csv,noheader,nounits"],
+                             capture_output=True, text=True, timeout=20)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    if out.returncode != 0:
+        return None
+    total = {}
+    for line in out.stdout.strip().splitlines():
+        idx, mib = [x.strip() for x in line.split(",")]
+        total[idx] = int(float(mib)) * 2**20
+    return [total[g] for g in gpus] if all(g in total for g in gpus) else None
+
+
+def describe(est: dict, card: int | None = None) -> str:
+    p = est["parts"]
+    kind = "QLoRA" if est["qlora"] else "full" if est["full"] else "LoRA"
+    zero = f", ZeRO-{est['zero']}" if est["zero"] else ""
+    head = (f"preflight: {kind}{zero}{', optimizer on CPU' if est['offload'] == 'optimizer' else ''}, "
+            f"batch {est['batch']} x {est['tokens_per_sample']} tokens, checkpointing "
+            f"{'on' if est['gradient_checkpointing'] else 'off'}, {est['n_gpus']} GPU(s): "
+            f"~{est['per_gpu_bytes'] / GIB:.1f} GiB per GPU")
+    if card:
+        head += f" of {card / GIB:.1f} GiB ({est['per_gpu_bytes'] / card:.0%})"
+    return head + " = " + " + ".join(f"{k} {v / GIB:.1f}" for k, v in p.items() if v)
+
+
+def alternatives(args: dict, n_gpus: int, image_tokens: int, offload: str, card: int, template: str) -> list[str]:
+    """Settings that would fit this card, each as the override that sets it, with its estimate."""
+    fits = []
+
+    def check(label, a=None, n=n_gpus, off=offload):
+        e = estimate({**args, **(a or {})}, n, image_tokens, off)
+        if e["per_gpu_bytes"] <= FIT * card:
+            fits.append(f"{label}  (~{e['per_gpu_bytes'] / GIB:.1f} GiB per GPU)")
+
+    bs, acc = int(args.get("per_device_train_batch_size", 1)), int(args.get("gradient_accumulation_steps", 1))
+    if not args.get("gradient_checkpointing", True):
+        check("gradient_checkpointing=true", {"gradient_checkpointing": True})
+    b = bs
+    while b > 1:
+        b //= 2
+        check(f"per_device_train_batch_size={b} gradient_accumulation_steps={acc * bs // b} (same effective batch)",
+              {"per_device_train_batch_size": b, "gradient_accumulation_steps": acc * bs // b})
+    if args.get("tuner_type") == "full":
+        if offload != "optimizer":
+            check("--set train.offload=optimizer (ZeRO-3, AdamW states in CPU memory: ~12 B a parameter of RAM)",
+                  {"deepspeed": "zero3"}, off="optimizer")
+        for n in (2, 4, 8):
+            if n > n_gpus:
+                check(f"{n} GPUs (ZeRO-3)", {"deepspeed": "zero3"}, n=n)
+    elif not (args.get("quant_method") == "bnb"):
+        q = {"quant_method": "bnb", "quant_bits": 4, "gradient_checkpointing": True}
+        check(f"QLoRA: --set train.{template.split('_')[0]}_template={template.split('_')[0]}_qlora", q)
+    return fits
+
+
+def check(args: dict, gpus: list[str], image_tokens: int, offload: str, template: str,
+          n_gpus: int | None = None) -> tuple[dict, str]:
+    """(estimate, a line to print); raises PreflightError when the run does not fit the listed GPUs.
+    ``n_gpus``: GPUs one run spans (default all listed; a personalized fold takes one)."""
+    n_gpus = n_gpus or len(gpus)
+    est = estimate(args, n_gpus, image_tokens, offload)
+    cards = card_bytes(gpus)
+    if not cards:
+        return est, describe(est) + " (card size unknown: nvidia-smi found none; set PIGG_GPU_MEMORY_GB to check)"
+    card = min(cards)
+    line = describe(est, card)
+    if est["full"] and not est["zero"]:
+        line += ("\n  note: full fine-tuning without DeepSpeed keeps bf16 weights and bf16 AdamW states (no fp32 master "
+                 "copy): at PIGG's lr 1e-6 an update is ~1/80 of a weight's bf16 step and rounds away. "
+                 "--set train.offload=optimizer (ZeRO-3) keeps fp32 master weights")
+    if est["per_gpu_bytes"] > FIT * card:
+        alts = alternatives(args, n_gpus, image_tokens, offload, card, template)
+        raise PreflightError(
+            f"{line}\nthis run does not fit {n_gpus} GPU(s) of {card / GIB:.1f} GiB (estimate above {FIT:.0%} "
+            "of the card). Settings that would fit:\n    " + ("\n    ".join(alts) if alts else
+                                                             "(none found: more or larger GPUs)")
+            + "\n  (swift keys go after the launcher's arguments as key=value, or in train.*_overrides; "
+              "--force starts anyway)")
+    return est, line
+
+
+def image_tokens_of(env: dict) -> int:
+    return int(env.get("IMAGE_MAX_TOKEN_NUM", os.environ.get("IMAGE_MAX_TOKEN_NUM", 980)))
