@@ -26,6 +26,7 @@ import gc
 import json
 import os
 import re
+import subprocess
 import sys
 import tempfile
 import time
@@ -60,6 +61,14 @@ TRAIN_VARIANTS = {  # name -> swift sft overrides on top of the generated person
 }
 HANDROLLED = {"handrolled_bs4_gc": (4, True), "handrolled_bs4_nogc": (4, False)}
 PIGG = {"global_samples": 90727, "test_samples": 10063, "folds": 30, "person_epochs": 3, "global_epochs": 1}
+
+
+def gpu_name(device: str) -> str:
+    """From nvidia-smi: asking torch would start a CUDA context in this process (~0.5 GB on the GPU)."""
+    if device != "cuda":
+        return "cpu"
+    out = subprocess.run(["nvidia-smi", "--query-gpu=name", "--format=csv,noheader"], capture_output=True, text=True)
+    return out.stdout.strip().splitlines()[0] if out.returncode == 0 and out.stdout.strip() else "cuda"
 
 
 def log(msg):
@@ -595,18 +604,24 @@ def main(argv=None):
     import torch
     import transformers
 
-    res = {"shape": a.shape, "device": a.device, "gpu": torch.cuda.get_device_name(0) if a.device == "cuda" else "cpu",
+    res = {"shape": a.shape, "device": a.device, "gpu": gpu_name(a.device),
            "torch": torch.__version__, "transformers": transformers.__version__, "image_max_token_num": budget,
            "new_tokens": a.new_tokens, "eval": {}, "train": {}}
     tmp = Path(tempfile.mkdtemp(prefix="pigg_bench_"))
     t0 = time.time()
     cfg = make_data(tmp, a.shape, budget)
     log(f"data ready ({time.time() - t0:.0f}s)")
-    from build_tiny_model import build
-
-    model_dir = build(tmp / "model", a.shape, device="cuda" if a.device == "cuda" else "cpu",
-                      dtype="bfloat16" if a.device == "cuda" else "float32")
+    model_dir = tmp / "model"  # built in a child: this process holds no GPU memory while swift trains below
+    subprocess.run([sys.executable, str(ROOT / "scripts" / "build_tiny_model.py"), "--out", str(model_dir), "--shape",
+                    a.shape, "--device", a.device, "--dtype", "bfloat16" if a.device == "cuda" else "float32"],
+                   check=True, env=child_env(), cwd=ROOT)
     log(f"model ready ({time.time() - t0:.0f}s)")
+    if "train" not in a.skip:  # first: swift's children get the whole GPU (this process has not touched it yet)
+        variants = [(v, TRAIN_VARIANTS[v]) for v in (a.train_variants or ["bs4_gc", "bs4_nogc"])]
+        if a.quick:
+            variants = variants[:1]
+        bench_train(cfg, model_dir, a.device, a.train_steps, res, out_json, variants)
+        res["parent_cuda_initialized_while_training"] = torch.cuda.is_initialized()
     if "eval" not in a.skip:
         bench_eval(cfg, model_dir, a.device, a.n_eval, a.batch, a.new_tokens, res, out_json,
                    baselines="baselines" not in a.skip, extra_batches=a.eval_batches or [], profile=a.profile,
@@ -615,11 +630,6 @@ def main(argv=None):
         for h in (a.handrolled or ["handrolled_bs4_gc"])[:1 if a.quick else None]:
             bench_handrolled(cfg, model_dir, a.device, a.train_steps if a.quick else max(a.train_steps, 20), res,
                              out_json, *HANDROLLED[h])
-    if "train" not in a.skip:
-        variants = [(v, TRAIN_VARIANTS[v]) for v in (a.train_variants or ["bs4_gc", "bs4_nogc"])]
-        if a.quick:
-            variants = variants[:1]
-        bench_train(cfg, model_dir, a.device, a.train_steps, res, out_json, variants)
     res["estimate_gpu_hours"] = estimate(res)
     save(res, out_json)
     print(json.dumps({k: res[k] for k in ("eval", "estimate_gpu_hours")}, indent=1))

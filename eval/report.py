@@ -1,7 +1,7 @@
 """The Vanilla / Global / Global+Personalized report, from result files only (no GPU, no model).
 
 Usage: python -m eval.report --config EXP   (writes runs/<exp>/report/{report.md, overall.csv,
-       per_user.csv, per_user_accuracy.png, l2_cdf.png})
+       per_user.csv, significance.csv, per_user_accuracy.png, per_user_difference.png, l2_cdf.png})
 
 Reads runs/<exp>/eval/<name>/ (vanilla and checkpoint evals) and runs/<exp>/person_*/ (K-fold).
 On the real dataset (test users 1-10) PIGG's published numbers stand beside ours.
@@ -51,6 +51,91 @@ def records(model: dict) -> list[dict]:
     for f in sorted(model["dir"].glob(pattern)):
         out += json.loads(f.read_text(encoding="utf-8"))
     return out
+
+
+def per_sample(model: dict, delta: float) -> dict[int, dict[str, tuple[int, float]]]:
+    """{user: {sample id: (hit, L2)}} of a model, PIGG-compatible scoring (its parser, as the tables)."""
+    pattern = "user_*/out.json" if model["kind"] == "eval" else "user_*/fold_*/eval/out.json"
+    out: dict[int, dict] = {}
+    for f in sorted(model["dir"].glob(pattern)):
+        user = int(next(p for p in f.parts if p.startswith("user_")).split("_")[1])
+        for r in json.loads(f.read_text(encoding="utf-8")):
+            d = l2(r["pred_pigg"], r["gt"])
+            out.setdefault(user, {})[r["id"]] = (int(d <= delta), d)
+    return out
+
+
+def significance(models: list[dict], delta: float, n_resamples: int = 10000) -> pd.DataFrame:
+    """Each model against the first Global one, per user (paired over the user's samples) and overall
+    (paired over users): accuracy and median-L2 differences with 95 % bootstrap intervals, and the
+    Wilcoxon signed-rank p of the paired L2 distances."""
+    import numpy as np
+
+    from .stats import paired_bootstrap, wilcoxon_p
+
+    base = next((m for m in models if m["role"] == "global"), None)
+    if base is None:
+        return pd.DataFrame()
+    ref = per_sample(base, delta)
+    rows = []
+    for m in models:
+        if m is base:
+            continue
+        got = per_sample(m, delta)
+        accs, meds = [], []
+        for u in sorted(set(ref) & set(got)):
+            ids = [i for i in ref[u] if i in got[u]]
+            if not ids:
+                continue
+            a_hit, b_hit = [ref[u][i][0] for i in ids], [got[u][i][0] for i in ids]
+            a_l2, b_l2 = [ref[u][i][1] for i in ids], [got[u][i][1] for i in ids]
+            acc = paired_bootstrap(a_hit, b_hit, n_resamples, seed=u)
+            med = paired_bootstrap(a_l2, b_l2, n_resamples, seed=u, stat=np.median)
+            rows.append({"model": m["name"], "vs": base["name"], "user": str(u), "samples": len(ids),
+                         "acc diff (pp)": 100 * acc["diff"], "acc lo": 100 * acc["lo"], "acc hi": 100 * acc["hi"],
+                         "median L2 diff": med["diff"], "median lo": med["lo"], "median hi": med["hi"],
+                         "wilcoxon p (L2)": val(wilcoxon_p(a_l2, b_l2))})
+            accs.append((np.mean(a_hit), np.mean(b_hit)))
+            meds.append((np.median(a_l2), np.median(b_l2)))
+        if len(accs) >= 2:  # overall: users are the units (the unweighted mean over users PIGG reports)
+            acc = paired_bootstrap([x for x, _ in accs], [y for _, y in accs], n_resamples, seed=0)
+            med = paired_bootstrap([x for x, _ in meds], [y for _, y in meds], n_resamples, seed=0)
+            rows.append({"model": m["name"], "vs": base["name"], "user": "all (over users)", "samples": len(accs),
+                         "acc diff (pp)": 100 * acc["diff"], "acc lo": 100 * acc["lo"], "acc hi": 100 * acc["hi"],
+                         "median L2 diff": med["diff"], "median lo": med["lo"], "median hi": med["hi"],
+                         "wilcoxon p (L2)": math.nan})
+    return pd.DataFrame(rows)
+
+
+def significance_plot(sig: pd.DataFrame, out: Path) -> Path | None:
+    """Per-user accuracy difference of each method against Global, with its 95 % interval."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    per_user = sig[sig["user"] != "all (over users)"] if not sig.empty else sig
+    if per_user.empty:
+        return None
+    names = list(dict.fromkeys(per_user["model"]))
+    users = list(dict.fromkeys(per_user["user"]))
+    fig, ax = plt.subplots(figsize=(max(6, 1.1 * len(users) * max(1, len(names)) / 2), 4))
+    w = 0.8 / len(names)
+    for k, name in enumerate(names):
+        d = per_user[per_user["model"] == name].set_index("user").reindex(users)
+        xs = [i + (k - (len(names) - 1) / 2) * w for i in range(len(users))]
+        err = [d["acc diff (pp)"] - d["acc lo"], d["acc hi"] - d["acc diff (pp)"]]
+        ax.errorbar(xs, d["acc diff (pp)"], yerr=err, fmt="o", capsize=3, label=name)
+    ax.axhline(0, color="gray", lw=1)
+    ax.set_xticks(range(len(users)), [f"user {u}" for u in users])
+    ax.set_ylabel(f"accuracy − {per_user['vs'].iloc[0]} (pp)")
+    ax.set_title("Accuracy against Global per user (95 % paired bootstrap interval)", fontsize=10)
+    ax.legend(fontsize=8)
+    plt.tight_layout()
+    path = out / "per_user_difference.png"
+    plt.savefig(path, dpi=120)
+    plt.close()
+    return path
 
 
 def pct(v: float | None) -> float:
@@ -157,6 +242,10 @@ def report(cfg: dict) -> dict:
     overall.to_csv(out / "overall.csv", index=False, na_rep="n/a")
     per_user.to_csv(out / "per_user.csv", index=False, na_rep="n/a")
     pngs = plots(models, per_user, out)
+    sig = significance(models, cfg["eval"]["delta"])
+    sig.to_csv(out / "significance.csv", index=False, na_rep="n/a")
+    sig_png = significance_plot(sig, out)
+    pngs += [sig_png] if sig_png else []
     order = ordering(overall, per_user)
     md = [f"# PIGG report: {cfg['name']}\n", f"Experiment: `{cfg['config_path']}`  \n"
           f"Test users: {cfg['users']['test']}; folds: {cfg['folds']['mode']} K={cfg['folds']['k']} "
@@ -169,11 +258,17 @@ def report(cfg: dict) -> dict:
                              "median L2": v["median_l2"]} for k, v in PIGG_PUBLISHED.items()])
         md += ["\n### PIGG's published numbers (users 1-10)\n", _md(pub)]
     md += ["\n## Per user\n", _md(per_user.drop(columns=["role"]))]
+    if not sig.empty:
+        md += ["\n## Against Global: differences with 95 % intervals\n",
+               "Paired over each user's samples (bootstrap over sample indices, 10,000 resamples; Wilcoxon "
+               "signed-rank p of the paired L2 distances), and overall paired over users. An interval that "
+               "excludes 0 is a difference beyond resampling noise for that user. PIGG-compatible scoring.\n",
+               _md(sig)]
     md += ["\n## Ordering (PIGG found Global > Vanilla and Global+Personalized > Global)\n",
            "```\n" + json.dumps(order, indent=1) + "\n```\n"]
     md += ["\n## Plots\n"] + [f"![{p.stem}]({p.name})\n" for p in pngs]
     (out / "report.md").write_text("\n".join(md), encoding="utf-8")
-    return {"dir": str(out), "overall": overall, "per_user": per_user, "ordering": order}
+    return {"dir": str(out), "overall": overall, "per_user": per_user, "ordering": order, "significance": sig}
 
 
 def main(argv=None) -> int:

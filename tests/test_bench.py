@@ -30,6 +30,7 @@ def test_gpu_bench_runs_on_cpu_with_the_tiny_model(tmp_path):
     swift = r["train"]["bs4_gc"]
     assert "error" not in swift and swift["samples_per_s"] > 0 and swift["steady_samples_per_s"] > 0
     assert [s for s, _ in swift["step_marks_s"]] == [1, 2]  # each step's log line was seen, in order
+    assert r["parent_cuda_initialized_while_training"] is False  # the model was built in a child
     hand = r["train"]["handrolled_bs4_gc"]
     assert hand["steady_tokens_per_s"] > 0 and hand["tokens_per_sample"] > r["eval"]["eval_run"]["prompt_tokens_mean"]
     assert r["estimate_gpu_hours"]["total_gpu_h"] > 0

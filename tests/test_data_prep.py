@@ -165,3 +165,16 @@ def test_data_prep_imports_no_torch():
             "bad = [m for m in ('torch', 'transformers', 'swift') if m in sys.modules]; "
             "assert not bad, bad")
     run_cli("-c", code)
+
+
+def test_layers_import_downwards_only(tmp_path):
+    """Eval finds a run folder's checkpoint through data_prep.rundir, never through the training layer; the
+    run-folder module and eval's memory arithmetic import no torch."""
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "DONE").write_text(f"checkpoint: {tmp_path / 'run' / 'checkpoint-7'}\n")
+    code = ("import sys, pathlib, data_prep.rundir, eval.memory, eval.users, eval.report, eval.run; "
+            f"ck = eval.users.resolve_checkpoint(pathlib.Path({str(tmp_path / 'run')!r})); "
+            "assert ck.name == 'checkpoint-7', ck; "
+            "bad = [m for m in sys.modules if m.startswith('swift_configs') or m in ('torch', 'swift')]; "
+            "assert not bad, bad")
+    run_cli("-c", code)

@@ -22,7 +22,8 @@ def test_demo_shows_piggs_ordering(tmp_path):
     assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
     assert "ordering:" in p.stdout and "full report:" in p.stdout
     rep = tmp_path / "runs" / "demo_short" / "report"
-    for f in ("report.md", "overall.csv", "per_user.csv", "per_user_accuracy.png", "l2_cdf.png"):
+    for f in ("report.md", "overall.csv", "per_user.csv", "per_user_accuracy.png", "l2_cdf.png", "significance.csv",
+              "per_user_difference.png"):
         assert (rep / f).exists(), f
     o = pd.read_csv(rep / "overall.csv").set_index("role")
     assert o.loc["global", "acc@140 (%)"] > o.loc["vanilla", "acc@140 (%)"]

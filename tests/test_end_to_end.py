@@ -321,6 +321,30 @@ def test_person_kfold_kill_and_resume(e2e):
     assert (Path(done["checkpoint"]) / "adapter_config.json").exists()
 
 
+def test_merged_personal_model_answers_as_its_adapter(e2e, tmp_path):
+    """scripts/7_export.sh merges a fold's LoRA into its base (swift export --merge_lora): the merged folder,
+    evaluated alone, gives the answers the adapter gave on the fold's hold-out; a re-run keeps it."""
+    cfg = e2e["cfg"]
+    fold = run_dir(cfg, "person_lora", "user_2", "fold_0")
+    if not (fold / "DONE").exists():  # run alone: train and evaluate that fold first
+        run_cli("-m", "swift_configs.train", "--config", e2e["path"], *e2e["ov"], "--full")
+        run_cli("-m", "swift_configs.person", "--config", e2e["path"], *e2e["ov"], "--users", "2", "--fold", "0")
+    p = subprocess.run(["bash", "scripts/7_export.sh", "cpu", "--user", "2", "--fold", "0", "--config", e2e["path"],
+                        *e2e["ov"]], cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)}, capture_output=True,
+                       text=True, timeout=600)
+    assert p.returncode == 0, p.stdout[-2000:] + p.stderr[-2000:]
+    merged = fold / "merged"
+    assert (merged / "config.json").exists() and not list(merged.glob("adapter_*"))
+    assert yaml.safe_load((merged / "MERGED").read_text())["adapter"] == yaml.safe_load((fold / "DONE").read_text())["checkpoint"]
+    test = Path(cfg["paths"]["data"]) / "swift" / "user_2" / "fold_0" / "test.jsonl"
+    run_cli("-m", "eval.run", "--config", e2e["path"], *e2e["ov"], "--model", str(merged), "--data", str(test),
+            "--out", str(tmp_path / "merged_eval"))
+    answers = lambda f: {json.loads(x)["id"]: json.loads(x)["raw"] for x in f.read_text().splitlines()}  # noqa: E731
+    assert answers(tmp_path / "merged_eval" / "predictions.jsonl") == answers(fold / "eval" / "predictions.jsonl")
+    p = run_cli("-m", "swift_configs.export", "--config", e2e["path"], *e2e["ov"], "--user", "2", "--fold", "0")
+    assert "already merged" in p.stdout
+
+
 def test_eval_shards_over_devices_and_merges_in_row_order(e2e, tmp_path):
     """Two worker processes (cpu,cpu stands in for 0,1): each takes every other row; out.json in row order."""
     data = Path(e2e["cfg"]["paths"]["data"]) / "swift" / "user_2" / "fold_0" / "test.jsonl"

@@ -55,7 +55,8 @@ def test_import_clicks_jsonl_reports_bad_rows_by_line(tmp_path):
 def test_import_clicks_csv_then_export_and_validate(tmp_path):
     path, rows = _records(tmp_path)
     csv_path = path.with_suffix(".csv")
-    pd.DataFrame(rows).to_csv(csv_path, index=False)
+    pd.DataFrame(rows).to_csv(csv_path, index=False, encoding="utf-8-sig")  # Excel's CSV: a BOM before 'user'
+    assert csv_path.read_bytes().startswith(b"\xef\xbb\xbfuser")
     rep = import_clicks(csv_path, tmp_path / "data")
     assert rep["samples"] == 3 and rep["skipped"]["missing_field"] == 1
     assert rep["problems"][0].split(":")[1] == "5"  # CSV line numbers count the header

@@ -1,0 +1,91 @@
+"""A deployable personalized model: a fold's LoRA merged into its base with `swift export --merge_lora`.
+
+Usage: python -m swift_configs.export --config EXP --user 1 --fold 0 [--run person_lora] [--gpus cpu|0] [--fresh]
+       python -m swift_configs.export --config EXP --adapter CKPT --out DIR
+
+Writes runs/<exp>/<run>/user_U/fold_F/merged/ (a complete model folder: weights, config, processor files;
+loads with transformers or as --model of eval.run) and a MERGED marker naming the adapter it came from.
+The base is the one the adapter was trained on (its args.json); a QLoRA adapter is merged into the
+unquantized base (swift does so). An existing merged folder is kept unless --fresh.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+from data_prep.config import ROOT, ConfigError, add_config_args, load_experiment, run_dir
+from data_prep.rundir import marker_checkpoint, read_marker, write_marker
+
+
+def merge_command(adapter: Path, out: Path, device: str) -> list[str]:
+    return [sys.executable, "-m", "swift.cli.main", "export", "--adapters", str(adapter), "--merge_lora", "true",
+            "--output_dir", str(out), "--device_map", "cpu" if device == "cpu" else "auto"]
+
+
+def merge(adapter: Path, out: Path, device: str = "cpu", fresh: bool = False) -> Path:
+    adapter, out = Path(adapter).resolve(), Path(out).resolve()
+    if not (adapter / "adapter_config.json").exists():
+        raise ConfigError(f"{adapter}: not a LoRA checkpoint (no adapter_config.json); full fine-tuning "
+                          "checkpoints are complete models already")
+    done = out / "MERGED"
+    if done.exists() and not fresh:
+        if Path(read_marker(done)["adapter"]) != adapter:
+            raise ConfigError(f"{out} holds a merge of {read_marker(done)['adapter']}, not {adapter}: use --fresh")
+        print(f"[export] {out} already merged from {adapter}")
+        return out
+    if out.exists():
+        shutil.rmtree(out)  # a half-written merge (no MERGED marker), or --fresh
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "MODELSCOPE_OFFLINE": "1",
+           "CUDA_VISIBLE_DEVICES": "" if device == "cpu" else device,
+           "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
+    log = out.parent / "export.log"
+    cmd = merge_command(adapter, out, device)
+    print(f"[export] {' '.join(cmd[2:])}  (log: {log})", flush=True)
+    with open(log, "a", encoding="utf-8") as f:
+        rc = subprocess.run(cmd, env=env, stdout=f, stderr=subprocess.STDOUT, cwd=ROOT).returncode
+    if rc != 0 or not (out / "config.json").exists():
+        tail = log.read_text(encoding="utf-8", errors="replace").splitlines()[-15:]
+        raise ConfigError(f"swift export failed (exit {rc}); last lines of {log}:\n" + "\n".join(tail))
+    write_marker(done, adapter=adapter)
+    print(f"[export] merged model: {out}")
+    return out
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(prog="python -m swift_configs.export", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_config_args(p)
+    p.add_argument("--run", default="person_lora", help="the run folder under runs/<exp>/ (default person_lora)")
+    p.add_argument("--user", type=int)
+    p.add_argument("--fold", type=int)
+    p.add_argument("--adapter", help="a LoRA checkpoint (instead of --user/--fold)")
+    p.add_argument("--out", help="default: next to the fold, fold_F/merged")
+    p.add_argument("--gpus", default="cpu", help="cpu or one GPU id for the merge")
+    p.add_argument("--fresh", action="store_true", help="merge again over an existing merged folder")
+    a = p.parse_args(argv)
+    try:
+        cfg = load_experiment(a.config, a.overrides)
+        if a.adapter:
+            adapter = Path(a.adapter)
+            out = Path(a.out) if a.out else adapter.parent / "merged"
+        else:
+            if a.user is None or a.fold is None:
+                raise ConfigError("give --user and --fold (or --adapter CKPT)")
+            fold = run_dir(cfg, a.run, f"user_{a.user}", f"fold_{a.fold}")
+            if not (fold / "DONE").exists():
+                raise ConfigError(f"{fold}: the fold is not finished (no DONE marker); run scripts/4_finetune_person.sh")
+            adapter = marker_checkpoint(fold / "DONE")
+            out = Path(a.out) if a.out else fold / "merged"
+        merge(adapter, out, a.gpus, a.fresh)
+    except ConfigError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
