@@ -133,8 +133,11 @@ def card_bytes(gpus: list[str]) -> list[int] | None:
         return None
     total = {}
     for line in out.stdout.strip().splitlines():
-        idx, mib = [x.strip() for x in line.split(",")]
-        total[idx] = int(float(mib)) * 2**20
+        try:
+            idx, mib = [x.strip() for x in line.split(",")]
+            total[idx] = int(float(mib)) * 2**20
+        except ValueError:  # "[N/A]" (MIG, some drivers): size unknown
+            continue
     return [total[g] for g in gpus] if all(g in total for g in gpus) else None
 
 
