@@ -3,7 +3,8 @@
 Usage: ``python -m data_prep export --config EXP.yaml [--folds random|episode] [--k 3] [--seed 42]``
 
 Writes under DATA/swift/: ``global_train.jsonl`` (global users), ``user_{k}/all.jsonl`` and
-``user_{k}/fold_{f}/{train,test}.jsonl`` (test users); each JSONL has a ``.ids`` side file with
+``user_{k}/fold_{f}/{train,test}.jsonl`` (test users), ``user_tokens/<kind>/...`` (the user-token
+method: see ``export_user_tokens``); each JSONL has a ``.ids`` side file with
 the sample ids in row order (swift drops extra columns). ``export.json`` records the settings;
 re-exporting with other settings needs ``--force`` (runs trained on the old folds would no
 longer match the files).
@@ -15,16 +16,16 @@ from pathlib import Path
 from .fingertip import load_samples
 from .io import read_json, write_json, write_jsonl, write_lines
 from .kfold import check_folds, fold_split, make_folds
-from .schema import swift_row
+from .schema import USER_TAGS, swift_row, user_tag
 
 
 class ExportError(RuntimeError):
     pass
 
 
-def _write(path: Path, samples, prompt: str) -> int:
+def _write(path: Path, samples, prompt: str, tag=lambda s: "") -> int:
     write_lines(path.with_suffix(".ids"), (s.id for s in samples))
-    return write_jsonl(path, (swift_row(s, prompt) for s in samples))
+    return write_jsonl(path, (swift_row(s, prompt, tag(s)) for s in samples))
 
 
 def export(cfg: dict, force: bool = False) -> dict:
@@ -48,10 +49,12 @@ def export(cfg: dict, force: bool = False) -> dict:
     empty = [u for u in test_users if not samples[u]]
     if empty:
         raise ExportError(f"test users {empty} have no samples in {data / 'samples'}")
+    splits = {}
     for u in test_users:
         us = samples[u]
         folds = make_folds(us, k, seed, mode)
         check_folds(folds, us)
+        splits[u] = [fold_split(folds, f) for f in range(k)]
         udir = out / f"user_{u}"
         entry = {"all": _write(udir / "all.jsonl", us, prompt), "folds": []}
         for f in range(k):
@@ -60,9 +63,32 @@ def export(cfg: dict, force: bool = False) -> dict:
             entry["folds"].append({"train": _write(fdir / "train.jsonl", train, prompt),
                                    "test": _write(fdir / "test.jsonl", test, prompt)})
         counts["users"][str(u)] = entry
+    counts["user_tokens"] = export_user_tokens(out, splits, k, prompt)
     manifest = {"settings": settings, "counts": counts}
     write_json(manifest_path, manifest)
     return manifest
+
+
+def export_user_tokens(out: Path, splits: dict, k: int, prompt: str) -> dict:
+    """The user-token method's files: per fold, one training set, the union of every test user's PIGG
+    fold-f training samples, each prompt starting with its user's tag; per user and fold, the hold-out
+    with that user's tag. One set per tag kind (special, text, pooled = no tag: the control)."""
+    counts = {}
+    for kind in USER_TAGS:
+        tag = (lambda s, kind=kind: user_tag(kind, s.user))
+        counts[kind] = [_write(token_paths(out, kind, f)["train"], [s for u in splits for s in splits[u][f][0]],
+                               prompt, tag) for f in range(k)]
+        for u in splits:
+            for f in range(k):
+                _write(token_paths(out, kind, f, u)["test"], splits[u][f][1], prompt, tag)
+    return counts
+
+
+def token_paths(out: Path, kind: str, fold: int, user: int | None = None) -> dict[str, Path]:
+    """DATA/swift/user_tokens/<kind>/fold_F/train.jsonl; .../user_U/fold_F/test.jsonl (``out``: DATA/swift)."""
+    d = Path(out) / "user_tokens" / kind
+    return {"train": d / f"fold_{fold}" / "train.jsonl"} if user is None else \
+        {"test": d / f"user_{user}" / f"fold_{fold}" / "test.jsonl"}
 
 
 def swift_paths(cfg: dict, user: int | None = None, fold: int | None = None) -> dict[str, Path]:

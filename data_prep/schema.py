@@ -84,11 +84,28 @@ def answer_text(content: str, x: int, y: int) -> str:
     return f"```referring\n{content}\n```\n```grounding\n[{x}, {y}]\n```"
 
 
-def swift_row(sample: Sample, prompt: str = "pigg") -> dict:
-    """A swift-format training/eval row: image before text in the user turn, no system prompt."""
+# --- who is asking: the user-token method (one model for all test users) ---------------------------
+# special: a new token per user (swift's new_special_tokens; its embedding row trained); text: existing
+# tokens (nothing new to train); pooled: no tag (the control: the same data, without knowing who asks).
+USER_TAGS = {"special": "<user_{user}> ", "text": "User {user}: ", "pooled": ""}
+
+
+def user_tag(kind: str, user: int) -> str:
+    if kind not in USER_TAGS:
+        raise ValueError(f"unknown user-tag kind {kind!r}; known: {sorted(USER_TAGS)}")
+    return USER_TAGS[kind].format(user=user)
+
+
+def user_special_tokens(users) -> list[str]:
+    return [user_tag("special", u).strip() for u in users]
+
+
+def swift_row(sample: Sample, prompt: str = "pigg", tag: str = "") -> dict:
+    """A swift-format training/eval row: image before text in the user turn, no system prompt; ``tag``
+    (the user-token method) starts the text."""
     return {
         "messages": [
-            {"role": "user", "content": "<image>" + prompt_text(sample.instruction, prompt)},
+            {"role": "user", "content": "<image>" + tag + prompt_text(sample.instruction, prompt)},
             {"role": "assistant", "content": answer_text(sample.content, sample.x, sample.y)},
         ],
         "images": [sample.image],

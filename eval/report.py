@@ -3,7 +3,8 @@
 Usage: python -m eval.report --config EXP   (writes runs/<exp>/report/{report.md, overall.csv,
        per_user.csv, significance.csv, per_user_accuracy.png, per_user_difference.png, l2_cdf.png})
 
-Reads runs/<exp>/eval/<name>/ (vanilla and checkpoint evals) and runs/<exp>/person_*/ (K-fold).
+Reads runs/<exp>/eval/<name>/ (vanilla and checkpoint evals), runs/<exp>/person_*/ (per-user K-fold)
+and runs/<exp>/user_tokens_*/ (one model for all test users: tagged, or pooled), every method side by side.
 On the real dataset (test users 1-10) PIGG's published numbers stand beside ours.
 """
 from __future__ import annotations
@@ -38,10 +39,12 @@ def find_models(cfg: dict) -> list[dict]:
         if (d / "overall.json").exists():
             role = "vanilla" if d.name == "vanilla" else "global"
             found.append({"name": d.name, "role": role, "dir": d, "kind": "eval"})
-    for d in sorted(root.glob("person_*/")):
-        if (d / "overall.json").exists():
-            found.append({"name": f"global+{d.name}", "role": "personalized", "dir": d, "kind": "person"})
-    order = {"vanilla": 0, "global": 1, "personalized": 2}
+    # per-user adapters (personalized); one adapter for all test users, tagged or pooled (one_model)
+    for pattern, role in (("person_*/", "personalized"), ("user_tokens_*/", "one_model")):
+        for d in sorted(root.glob(pattern)):
+            if (d / "overall.json").exists():
+                found.append({"name": f"global+{d.name}", "role": role, "dir": d, "kind": "person"})
+    order = {"vanilla": 0, "global": 1, "personalized": 2, "one_model": 3}
     return sorted(found, key=lambda m: (order[m["role"]], m["name"]))
 
 
@@ -58,7 +61,7 @@ def per_sample(model: dict, delta: float) -> dict[int, dict[str, tuple[int, floa
     pattern = "user_*/out.json" if model["kind"] == "eval" else "user_*/fold_*/eval/out.json"
     out: dict[int, dict] = {}
     for f in sorted(model["dir"].glob(pattern)):
-        user = int(next(p for p in f.parts if p.startswith("user_")).split("_")[1])
+        user = int(next(p for p in f.relative_to(model["dir"]).parts if p.startswith("user_")).split("_")[1])
         for r in json.loads(f.read_text(encoding="utf-8")):
             d = l2(r["pred_pigg"], r["gt"])
             out.setdefault(user, {})[r["id"]] = (int(d <= delta), d)
@@ -66,22 +69,23 @@ def per_sample(model: dict, delta: float) -> dict[int, dict[str, tuple[int, floa
 
 
 def significance(models: list[dict], delta: float, n_resamples: int = 10000) -> pd.DataFrame:
-    """Each model against the first Global one, per user (paired over the user's samples) and overall
-    (paired over users): accuracy and median-L2 differences with 95 % bootstrap intervals, and the
-    Wilcoxon signed-rank p of the paired L2 distances."""
+    """Each model against the first Global one (and each tagged one-model run against the pooled control),
+    per user (paired over the user's samples) and overall (paired over users): accuracy and median-L2
+    differences with 95 % bootstrap intervals, and the Wilcoxon signed-rank p of the paired L2 distances."""
     import numpy as np
 
     from .stats import paired_bootstrap, wilcoxon_p
 
     base = next((m for m in models if m["role"] == "global"), None)
-    if base is None:
-        return pd.DataFrame()
-    ref = per_sample(base, delta)
-    rows = []
-    for m in models:
-        if m is base:
-            continue
-        got = per_sample(m, delta)
+    pooled = next((m for m in models if m["name"].endswith("user_tokens_pooled")), None)
+    pairs = [(base, m) for m in models if base is not None and m is not base]
+    # what a user tag adds: each tagged one-model run against the pooled control (same data, no tag)
+    pairs += [(pooled, m) for m in models if pooled is not None and m["role"] == "one_model" and m is not pooled]
+    rows, cache = [], {}
+    for ref_model, m in pairs:
+        ref = cache.setdefault(ref_model["name"], per_sample(ref_model, delta))
+        base_name = ref_model["name"]
+        got = cache.setdefault(m["name"], per_sample(m, delta))
         accs, meds = [], []
         for u in sorted(set(ref) & set(got)):
             ids = [i for i in ref[u] if i in got[u]]
@@ -91,7 +95,7 @@ def significance(models: list[dict], delta: float, n_resamples: int = 10000) -> 
             a_l2, b_l2 = [ref[u][i][1] for i in ids], [got[u][i][1] for i in ids]
             acc = paired_bootstrap(a_hit, b_hit, n_resamples, seed=u)
             med = paired_bootstrap(a_l2, b_l2, n_resamples, seed=u, stat=np.median)
-            rows.append({"model": m["name"], "vs": base["name"], "user": str(u), "samples": len(ids),
+            rows.append({"model": m["name"], "vs": base_name, "user": str(u), "samples": len(ids),
                          "acc diff (pp)": 100 * acc["diff"], "acc lo": 100 * acc["lo"], "acc hi": 100 * acc["hi"],
                          "median L2 diff": med["diff"], "median lo": med["lo"], "median hi": med["hi"],
                          "wilcoxon p (L2)": val(wilcoxon_p(a_l2, b_l2))})
@@ -100,7 +104,7 @@ def significance(models: list[dict], delta: float, n_resamples: int = 10000) -> 
         if len(accs) >= 2:  # overall: users are the units (the unweighted mean over users PIGG reports)
             acc = paired_bootstrap([x for x, _ in accs], [y for _, y in accs], n_resamples, seed=0)
             med = paired_bootstrap([x for x, _ in meds], [y for _, y in meds], n_resamples, seed=0)
-            rows.append({"model": m["name"], "vs": base["name"], "user": "all (over users)", "samples": len(accs),
+            rows.append({"model": m["name"], "vs": base_name, "user": "all (over users)", "samples": len(accs),
                          "acc diff (pp)": 100 * acc["diff"], "acc lo": 100 * acc["lo"], "acc hi": 100 * acc["hi"],
                          "median L2 diff": med["diff"], "median lo": med["lo"], "median hi": med["hi"],
                          "wilcoxon p (L2)": math.nan})
@@ -114,7 +118,7 @@ def significance_plot(sig: pd.DataFrame, out: Path) -> Path | None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    per_user = sig[sig["user"] != "all (over users)"] if not sig.empty else sig
+    per_user = sig[(sig["user"] != "all (over users)") & (sig["vs"] == sig["vs"].iloc[0])] if not sig.empty else sig
     if per_user.empty:
         return None
     names = list(dict.fromkeys(per_user["model"]))
@@ -259,7 +263,7 @@ def report(cfg: dict) -> dict:
         md += ["\n### PIGG's published numbers (users 1-10)\n", _md(pub)]
     md += ["\n## Per user\n", _md(per_user.drop(columns=["role"]))]
     if not sig.empty:
-        md += ["\n## Against Global: differences with 95 % intervals\n",
+        md += ["\n## Against Global (and tagged one-model runs against pooled): differences with 95 % intervals\n",
                "Paired over each user's samples (bootstrap over sample indices, 10,000 resamples; Wilcoxon "
                "signed-rank p of the paired L2 distances), and overall paired over users. An interval that "
                "excludes 0 is a difference beyond resampling noise for that user. PIGG-compatible scoring.\n",

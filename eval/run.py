@@ -97,25 +97,29 @@ def make_record(sid: str, row: dict, text: str, meta: dict | None) -> dict:
 QUANT_SKIP = ["model.visual", "lm_head"]  # what swift leaves in bf16 for Qwen3-VL: vision tower + aligner, lm_head
 
 
+def adapter_args(adapters: list[str]) -> dict:
+    """The training arguments (swift's args.json) of the first adapter that has them ({} if none)."""
+    for a in adapters or []:
+        f = Path(a) / "args.json"
+        if f.exists():
+            return json.loads(f.read_text(encoding="utf-8"))
+    return {}
+
+
 def quantization_of(adapters: list[str]):
     """The bitsandbytes config a QLoRA adapter's base was loaded with in training (its args.json), so
     that eval loads the base the same way (4-bit NF4 weights, not the bf16 ones the adapter never saw)."""
-    for a in adapters or []:
-        f = Path(a) / "args.json"
-        if not f.exists():
-            continue
-        args = json.loads(f.read_text(encoding="utf-8"))
-        if args.get("quant_method") != "bnb":
-            continue
-        import torch
-        from transformers import BitsAndBytesConfig
+    args = adapter_args(adapters)
+    if args.get("quant_method") != "bnb":
+        return None
+    import torch
+    from transformers import BitsAndBytesConfig
 
-        bits = int(args.get("quant_bits") or 4)
-        return BitsAndBytesConfig(load_in_4bit=bits == 4, load_in_8bit=bits == 8,
-                                  bnb_4bit_quant_type=args.get("bnb_4bit_quant_type") or "nf4",
-                                  bnb_4bit_use_double_quant=bool(args.get("bnb_4bit_use_double_quant", True)),
-                                  bnb_4bit_compute_dtype=torch.bfloat16, llm_int8_skip_modules=QUANT_SKIP)
-    return None
+    bits = int(args.get("quant_bits") or 4)
+    return BitsAndBytesConfig(load_in_4bit=bits == 4, load_in_8bit=bits == 8,
+                              bnb_4bit_quant_type=args.get("bnb_4bit_quant_type") or "nf4",
+                              bnb_4bit_use_double_quant=bool(args.get("bnb_4bit_use_double_quant", True)),
+                              bnb_4bit_compute_dtype=torch.bfloat16, llm_int8_skip_modules=QUANT_SKIP)
 
 
 def build_engine(model: str, adapters: list[str], batch_size: int, device: str, overrides: dict | None = None,
@@ -143,6 +147,9 @@ def build_engine(model: str, adapters: list[str], batch_size: int, device: str, 
                   device_map="cpu" if on_cpu else "cuda:0", **(overrides or {}))
     if not (Path(model) / "args.json").exists():
         kwargs["model_type"] = "qwen3_vl"  # a raw model folder; a swift checkpoint names its own
+    tokens = adapter_args(adapters).get("new_special_tokens")
+    if tokens:  # the user-token method's <user_U>: the same tokenizer (and embedding size) as in training
+        kwargs["new_special_tokens"] = tokens
     engine = TransformersEngine(model, **kwargs)
     if liger_kernel and not on_cpu:
         apply_liger(engine.model)

@@ -1,17 +1,20 @@
 #!/usr/bin/env bash
 # The whole PIGG protocol on the embedded default (synthetic FingerTip data + tiny random Qwen3-VL, CPU),
 # through the same launchers a GPU user runs; only the experiment config differs.
-# Re-running resumes finished stages; --fresh starts over.
-# Usage: bash scripts/demo.sh [--fresh] [--config swift_configs/experiments/demo.yaml]
+# Re-running resumes finished stages; --fresh starts over; --user-tokens adds the one-model method
+# (user tags: special tokens and text, and the pooled control; ~4 more minutes on 2 cores).
+# Usage: bash scripts/demo.sh [--fresh] [--user-tokens] [--config swift_configs/experiments/demo.yaml]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 CFG=swift_configs/experiments/demo.yaml
 FRESH=0
+TOKENS=0
 while [ $# -gt 0 ]; do
   case "$1" in
     --fresh) FRESH=1 ;;
+    --user-tokens) TOKENS=1 ;;
     --config) CFG=$2; shift ;;
-    *) echo "usage: $0 [--fresh] [--config EXP]" >&2; exit 2 ;;
+    *) echo "usage: $0 [--fresh] [--user-tokens] [--config EXP]" >&2; exit 2 ;;
   esac
   shift
 done
@@ -26,7 +29,7 @@ run() {  # run a step with its output in runs/<exp>/logs/demo_<name>.log; show t
   local log="$RUNS/logs/demo_$1.log"; shift
   mkdir -p "$RUNS/logs"
   if ! "$@" > "$log" 2>&1; then echo "FAILED: $* (log: $log)" >&2; tail -25 "$log" >&2; exit 1; fi
-  grep -E "^\[(eval|train|person)\]|^validate|^wrote" "$log" | grep -v "^\[train\] log:" || true
+  grep -E "^\[(eval|train|person|tokens)\]|^validate|^wrote" "$log" | grep -v "^\[train\] log:" || true
 }
 
 if [ "$FRESH" = 1 ]; then rm -rf "$DATA" "$RUNS"; fi
@@ -45,6 +48,10 @@ run global bash scripts/2_finetune_global.sh cpu --full --config "$CFG"
 run global_eval bash scripts/3_eval_checkpoint.sh cpu "$RUNS/global_full" --config "$CFG"
 stage "5/6 personalized LoRA K-fold on top of the global checkpoint"
 run person bash scripts/4_finetune_person.sh cpu --lora --config "$CFG" --workers 2
+if [ "$TOKENS" = 1 ]; then
+  stage "5b one model for all users: user tags (special token, text) and the pooled control"
+  run tokens bash scripts/4b_finetune_user_tokens.sh cpu --config "$CFG" --workers 2
+fi
 stage "6/6 report + visualizations"
 run visualize bash scripts/5_visualize.sh --config "$CFG" --run person_lora --max 2
 bash scripts/6_report.sh --config "$CFG" 2>/dev/null

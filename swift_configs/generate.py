@@ -24,7 +24,7 @@ from pathlib import Path
 import yaml
 
 from data_prep.config import ConfigError, add_config_args, load_experiment, parse_override, run_dir
-from data_prep.export import swift_paths
+from data_prep.export import swift_paths, token_paths
 from data_prep.rundir import marker_checkpoint
 
 from .argtable import load as load_table
@@ -158,11 +158,13 @@ def validate(args: dict, sources: dict[str, str]) -> list[str]:
 
 
 def render(cfg: dict, stage: str, *, user: int | None = None, fold: int | None = None, gpus: str = "cpu",
-           overrides: list[str] | tuple = (), resume: str | None = None) -> Run:
-    if stage not in ("global", "person"):
-        raise ConfigError(f"stage must be global or person, got {stage!r}")
+           overrides: list[str] | tuple = (), resume: str | None = None, kind: str | None = None) -> Run:
+    """``stage``: global, person (user and fold), or tokens (the user-token method: fold and tag ``kind``;
+    the person template, on the union of every test user's fold-f training samples)."""
+    if stage not in ("global", "person", "tokens"):
+        raise ConfigError(f"stage must be global, person or tokens, got {stage!r}")
     exp = cfg["config_path"]
-    template = cfg["train"][f"{stage}_template"]
+    template = cfg["train"][f"{'person' if stage == 'tokens' else stage}_template"]
     args, tpath = load_template(template)
     sources = {k: f"{tpath}" for k in args}
     gl = gpu_list(gpus)
@@ -180,8 +182,9 @@ def render(cfg: dict, stage: str, *, user: int | None = None, fold: int | None =
         put("deepspeed", str(OFFLOAD_OPTIMIZER), f"{exp}: train.offload: optimizer (ZeRO-3, AdamW states on the CPU)")
     elif len(gl) > 1 and stage == "global" and args.get("tuner_type") == "full":
         put("deepspeed", f"zero{cfg['train']['zero_stage']}", f"{exp}: train.zero_stage (several GPUs)")
-    for key, val in cfg["train"][f"{stage}_overrides"].items():
-        put(key, val, f"{exp}: train.{stage}_overrides.{key}")
+    ostage = "person" if stage == "tokens" else stage
+    for key, val in cfg["train"][f"{ostage}_overrides"].items():
+        put(key, val, f"{exp}: train.{ostage}_overrides.{key}")
     for ov in overrides:
         key, val = parse_override(ov)
         put(key, val, f"command line: {ov}")
@@ -194,6 +197,24 @@ def render(cfg: dict, stage: str, *, user: int | None = None, fold: int | None =
         out = run_dir(cfg, template)
         model = Path(cfg["paths"]["model"])
         dataset = swift_paths(cfg)["train"]
+    elif stage == "tokens":
+        from data_prep.schema import USER_TAGS, user_special_tokens
+
+        if kind not in USER_TAGS or fold is None:
+            raise ConfigError(f"user-token runs need a fold and a kind in {sorted(USER_TAGS)}, got {kind!r}")
+        if not 0 <= fold < cfg["folds"]["k"]:
+            errs.append(f"{exp}: fold {fold} outside 0..{cfg['folds']['k'] - 1}")
+        out = run_dir(cfg, f"user_tokens_{kind}", f"fold_{fold}")
+        try:
+            model = resolve_base(cfg)
+        except ConfigError as e:
+            errs.append(f"{exp}: {e}")
+            model = None
+        dataset = token_paths(Path(cfg["paths"]["data"]) / "swift", kind, fold)["train"]
+        if kind == "special":  # new tokens, and their embedding rows trained (LoRA alone leaves them untrained)
+            put("new_special_tokens", user_special_tokens(cfg["users"]["test"]), "user tokens (special)")
+            if args.get("tuner_type") != "full":
+                put("modules_to_save", ["embed_tokens"], "user tokens (special): train the embedding with the LoRA")
     else:
         if user is None or fold is None:
             raise ConfigError("person runs need --user and --fold")

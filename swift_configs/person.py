@@ -75,6 +75,41 @@ def run_fold(cfg: dict, a, user: int, fold: int, device: str, env: dict) -> dict
     return m
 
 
+def run_queue(todo: list, slots: list[str], on_gpu: bool, do, label: str, after=None) -> list:
+    """Serve ``todo`` from a queue, one worker thread per slot (a GPU id each; on the CPU, 'cpu' slots whose
+    processes get an equal share of the cores); ``do(job, device, env)`` returns the line to print,
+    ``after()`` runs under a lock after each success. Returns the failures [(job, message)]."""
+    jobs: queue.Queue = queue.Queue()
+    for j in todo:
+        jobs.put(j)
+    failures, lock = [], threading.Lock()
+    threads_per = None if on_gpu else max(1, (os.cpu_count() or 1) // len(slots))
+
+    def worker(device: str):
+        env = {"OMP_NUM_THREADS": str(threads_per)} if threads_per else {}
+        while True:
+            try:
+                job = jobs.get_nowait()
+            except queue.Empty:
+                return
+            try:
+                print(do(job, device, env), flush=True)
+                if after is not None:
+                    with lock:
+                        after()
+            except (TrainError, ConfigError, OSError) as e:
+                with lock:
+                    failures.append((job, str(e)))
+                print(f"[{label}] {job} FAILED: {e}", file=sys.stderr, flush=True)
+
+    threads = [threading.Thread(target=worker, args=(dev,), daemon=True) for dev in slots]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return failures
+
+
 def write_summaries(cfg: dict, template: str, users: list[int]) -> dict | None:
     """user_U_summary.json for every user whose K folds are DONE; overall.json when all are."""
     base = run_dir(cfg, template)
@@ -144,40 +179,21 @@ def main(argv=None) -> int:
     if a.fresh:
         for r in runs.values():
             shutil.rmtree(r.run_dir, ignore_errors=True)
-    jobs: queue.Queue = queue.Queue()
     pending = [(u, f) for u in users for f in folds if not (runs[(u, f)].run_dir / "DONE").exists()]
-    for j in pending:
-        jobs.put(j)
     print(f"[person] {len(runs) - len(pending)} folds already done, {len(pending)} to run on {slots}", flush=True)
-    failures, lock, t0 = [], threading.Lock(), time.time()
-    threads_per = max(1, (os.cpu_count() or 1) // len(slots)) if not gl else None
+    t0 = time.time()
 
-    def worker(device: str):
-        env = {"OMP_NUM_THREADS": str(threads_per)} if threads_per else {}
-        while True:
-            try:
-                u, f = jobs.get_nowait()
-            except queue.Empty:
-                return
-            try:
-                m = run_fold(cfg, a, u, f, device, env)
-                print(f"[person] user {u} fold {f}: acc {m['pigg']['accuracy']:.4f}  median L2 "
-                      f"{m['pigg']['median_l2']:.1f}  ({time.time() - t0:.0f}s)", flush=True)
-                with lock:
-                    write_summaries(cfg, template, summary_users)
-            except (TrainError, ConfigError, OSError) as e:
-                with lock:
-                    failures.append((u, f, str(e)))
-                print(f"[person] user {u} fold {f} FAILED: {e}", file=sys.stderr, flush=True)
+    def do(job, device, env):
+        u, f = job
+        m = run_fold(cfg, a, u, f, device, env)
+        return (f"[person] user {u} fold {f}: acc {m['pigg']['accuracy']:.4f}  median L2 "
+                f"{m['pigg']['median_l2']:.1f}  ({time.time() - t0:.0f}s)")
 
-    threads = [threading.Thread(target=worker, args=(dev,), daemon=True) for dev in slots]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    failures = run_queue(pending, slots, bool(gl), do, "person",
+                         after=lambda: write_summaries(cfg, template, summary_users))
     o = write_summaries(cfg, template, summary_users)
     if failures:
-        print(f"[person] {len(failures)} folds failed: {[(u, f) for u, f, _ in failures]}; re-run to resume",
+        print(f"[person] {len(failures)} folds failed: {[job for job, _ in failures]}; re-run to resume",
               file=sys.stderr)
         return 1
     if o:

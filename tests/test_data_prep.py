@@ -121,7 +121,8 @@ def test_validate_finds_a_corrupted_sample(tmp_path, exp):
     f.write_text("\n".join(json.dumps(r, ensure_ascii=False) for r in rows) + "\n")
     p = run_cli("-m", "data_prep", "validate", "--data", str(data), "--config", str(exp["path"]), check=False)
     rep = json.loads(p.stdout)
-    assert p.returncode == 1 and rep["errors"] == {"grid_mismatch": 1, "export_answer_mismatch": 4}
+    # its export rows: all.jsonl + 2 fold trains + 1 fold test, and per user-tag kind (3) 2 unions + 1 hold-out
+    assert p.returncode == 1 and rep["errors"] == {"grid_mismatch": 1, "export_answer_mismatch": 4 + 3 * 3}
 
 
 def test_import_pigg_round_trip(tmp_path, exp):

@@ -39,3 +39,29 @@ def test_demo_shows_piggs_ordering(tmp_path):
     p2 = subprocess.run(["bash", "scripts/demo.sh", "--config", str(cfg)], cwd=ROOT, env=env,
                         capture_output=True, text=True, timeout=600)
     assert p2.returncode == 0 and "already trained" in p2.stdout and "6 folds already done" in p2.stdout
+    # one model for all users, tagged (special token) and pooled: K runs each, every user's hold-out of every
+    # fold evaluated with its own tag, summaries and the report's side-by-side rows and intervals
+    p3 = subprocess.run(["bash", "scripts/4b_finetune_user_tokens.sh", "cpu", "--kind", "special", "pooled",
+                         "--workers", "2", "--config", str(cfg)], cwd=ROOT, env=env, capture_output=True, text=True,
+                        timeout=900)
+    assert p3.returncode == 0, p3.stdout[-3000:] + p3.stderr[-3000:]
+    assert "6 to run" in p3.stdout and "special: overall over 2 users" in p3.stdout
+    runs = tmp_path / "runs" / "demo_short"
+    for kind in ("special", "pooled"):
+        for u in (1, 2):
+            for f in range(3):
+                ev = runs / f"user_tokens_{kind}" / f"user_{u}" / f"fold_{f}"
+                ids = [json.loads(x)["id"] for x in (ev / "eval" / "predictions.jsonl").read_text().splitlines()]
+                want = (tmp_path / "data" / "swift" / f"user_{u}" / f"fold_{f}" / "test.ids").read_text().splitlines()
+                assert sorted(ids) == sorted(want) and (ev / "DONE").exists()
+        assert json.loads((runs / f"user_tokens_{kind}" / "overall.json").read_text())["n_users"] == 2
+    tagged = (runs / "user_tokens_special" / "fold_0" / "eval.log").read_text()
+    assert "Added 2 new special tokens" in tagged  # the eval engine knows <user_1>, <user_2>
+    subprocess.run(["bash", "scripts/6_report.sh", "--config", str(cfg)], cwd=ROOT, env=env, check=True,
+                   capture_output=True, timeout=300)
+    o = pd.read_csv(rep / "overall.csv").set_index("model")
+    assert o.loc["global+user_tokens_special", "role"] == o.loc["global+user_tokens_pooled", "role"] == "one_model"
+    sig = pd.read_csv(rep / "significance.csv")
+    vs = sig[(sig["model"] == "global+user_tokens_special") & (sig["vs"] == "global+user_tokens_pooled")]
+    assert list(vs["user"]) == ["1", "2", "all (over users)"]
+    assert ((vs["acc lo"] <= vs["acc diff (pp)"]) & (vs["acc diff (pp)"] <= vs["acc hi"])).all()

@@ -103,3 +103,33 @@ def test_rows_load_through_swifts_own_dataset_loader(exp):
     n = len((exp["tmp"] / "data" / "swift" / "user_1" / "fold_0" / "train.ids").read_text().splitlines())
     assert len(train) == n
     assert train[0]["messages"][1]["role"] == "assistant" and train[0]["images"]
+
+
+def test_user_token_sets_are_the_union_of_each_users_pigg_folds(exp):
+    """data/swift/user_tokens/<kind>/fold_F/train.jsonl = every test user's fold-F training samples (PIGG's
+    exact folds), each prompt starting with its user's tag; the hold-outs are each user's fold-F test
+    samples, tagged the same; pooled carries no tag and is otherwise the same file."""
+    from data_prep.export import token_paths
+
+    cfg = exp["cfg"]
+    out = swift_paths(cfg)["train"].parent
+    users, k = cfg["users"]["test"], cfg["folds"]["k"]
+    for f in range(k):
+        want = [i for u in users for i in swift_paths(cfg, u, f)["train"].with_suffix(".ids").read_text().splitlines()]
+        rows = {}
+        for kind, tag in (("special", "<user_{u}> "), ("text", "User {u}: "), ("pooled", "")):
+            train = token_paths(out, kind, f)["train"]
+            assert train.with_suffix(".ids").read_text().splitlines() == want
+            rows[kind] = [json.loads(x) for x in train.read_text(encoding="utf-8").splitlines()]
+            for u in users:
+                test = token_paths(out, kind, f, u)["test"]
+                assert test.with_suffix(".ids").read_text() == swift_paths(cfg, u, f)["test"].with_suffix(".ids").read_text()
+                plain = [json.loads(x) for x in swift_paths(cfg, u, f)["test"].read_text(encoding="utf-8").splitlines()]
+                tagged = [json.loads(x) for x in test.read_text(encoding="utf-8").splitlines()]
+                for p, t in zip(plain, tagged):
+                    assert t["messages"][0]["content"] == p["messages"][0]["content"].replace(
+                        "<image>", "<image>" + tag.format(u=u), 1)
+                    assert t["messages"][1] == p["messages"][1] and t["images"] == p["images"]
+        starts = [r["messages"][0]["content"][len("<image>"):][:9] for r in rows["special"]]
+        assert set(starts) == {f"<user_{u}> " for u in users}
+        assert all(r["messages"][0]["content"].startswith("<image>Given") for r in rows["pooled"])

@@ -218,3 +218,27 @@ def test_training_preflight_stops_before_anything_starts(exp, shape8b):
                 "--set", "train.person_overrides={}", "--users", "1", "--gpus", "0",
                 "--dry-run", env={"PIGG_GPU_MEMORY_GB": "24"})
     assert "does not fit 1 GPU(s) of 24.0 GiB" in p.stdout and "person_qlora" in p.stdout
+
+
+def test_user_token_runs_render_on_the_union_with_their_tokens(fake_global):
+    """The one-model runs: the person template on each fold's union file; special tokens added to the
+    tokenizer and their embedding trained with the LoRA; text and pooled add nothing. swift parses them."""
+    from swift.arguments import SftArguments
+    from swift.utils.utils import _patch_get_type_hints
+    from transformers import HfArgumentParser
+
+    users = fake_global["users"]["test"]
+    special = render(fake_global, "tokens", fold=1, kind="special", gpus="0")
+    assert special.args["new_special_tokens"] == [f"<user_{u}>" for u in users]
+    assert special.args["modules_to_save"] == ["embed_tokens"] and special.args["tuner_type"] == "lora"
+    assert special.args["dataset"][0].endswith("swift/user_tokens/special/fold_1/train.jsonl")
+    assert special.run_dir == run_dir(fake_global, "user_tokens_special", "fold_1").resolve()
+    with _patch_get_type_hints():
+        ns, remaining = HfArgumentParser([SftArguments]).parse_known_args(swift_argv(special))
+    assert remaining == [] and ns.new_special_tokens == [f"<user_{u}>" for u in users]
+    for kind in ("text", "pooled"):
+        r = render(fake_global, "tokens", fold=0, kind=kind, gpus="0")
+        assert "new_special_tokens" not in r.args and "modules_to_save" not in r.args
+        assert r.args["model"] == str(fake_global["paths"]["model"])  # on top of the global checkpoint
+    with pytest.raises(ConfigError, match="need a fold and a kind"):
+        render(fake_global, "tokens", fold=0, kind="emoji")
