@@ -35,6 +35,18 @@ def prepare_experiment(tmp: Path, model: Path, name: str, changes: dict) -> tupl
     return path, cfg
 
 
+def first_gpu() -> tuple[str, float | None]:
+    """(name, memory in GiB) of GPU 0 from nvidia-smi, ("cpu", None) without one. Never torch: that would
+    start a CUDA context (~0.5 GB) in the bench's parent, which must hold no GPU memory while a child trains."""
+    try:
+        out = subprocess.run(["nvidia-smi", "--query-gpu=name,memory.total", "--format=csv,noheader,nounits"],
+                             capture_output=True, text=True, timeout=20)
+        name, mib = out.stdout.strip().splitlines()[0].rsplit(",", 1)
+        return name.strip(), float(mib) / 1024
+    except (OSError, subprocess.SubprocessError, IndexError, ValueError):
+        return "cpu", None
+
+
 def child_env(**extra) -> dict:
     """This process's environment with the project root first on PYTHONPATH (for the entry points)."""
     return {**os.environ, **extra,

@@ -37,7 +37,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "scripts"))
 sys.path.insert(0, str(ROOT / "bench"))
 from data_prep.io import write_json  # noqa: E402
-from _common import child_env, median_step_s, prepare_experiment, read_train_log, run_polled, steady_rate  # noqa: E402
+from _common import child_env, first_gpu, median_step_s, prepare_experiment, read_train_log, run_polled, steady_rate  # noqa: E402
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("MODELSCOPE_OFFLINE", "1")
 
@@ -61,14 +61,6 @@ TRAIN_VARIANTS = {  # name -> swift sft overrides on top of the generated person
 }
 HANDROLLED = {"handrolled_bs4_gc": (4, True), "handrolled_bs4_nogc": (4, False)}
 PIGG = {"global_samples": 90727, "test_samples": 10063, "folds": 30, "person_epochs": 3, "global_epochs": 1}
-
-
-def gpu_name(device: str) -> str:
-    """From nvidia-smi: asking torch would start a CUDA context in this process (~0.5 GB on the GPU)."""
-    if device != "cuda":
-        return "cpu"
-    out = subprocess.run(["nvidia-smi", "--query-gpu=name", "--format=csv,noheader"], capture_output=True, text=True)
-    return out.stdout.strip().splitlines()[0] if out.returncode == 0 and out.stdout.strip() else "cuda"
 
 
 def log(msg):
@@ -604,7 +596,7 @@ def main(argv=None):
     import torch
     import transformers
 
-    res = {"shape": a.shape, "device": a.device, "gpu": gpu_name(a.device),
+    res = {"shape": a.shape, "device": a.device, "gpu": first_gpu()[0] if a.device == "cuda" else "cpu",
            "torch": torch.__version__, "transformers": transformers.__version__, "image_max_token_num": budget,
            "new_tokens": a.new_tokens, "eval": {}, "train": {}}
     tmp = Path(tempfile.mkdtemp(prefix="pigg_bench_"))

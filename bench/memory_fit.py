@@ -28,7 +28,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # bench/_common.py
-from _common import ROOT, child_env, median_step_s, prepare_experiment, read_train_log, run_polled, steady_rate  # noqa: E402
+from _common import ROOT, child_env, first_gpu, median_step_s, prepare_experiment, read_train_log, run_polled, steady_rate  # noqa: E402
 from data_prep.io import read_json, write_json  # noqa: E402
 
 GIB = 2**30
@@ -37,22 +37,6 @@ CAP_DIR = Path(__file__).resolve().parent / "gpu_cap"
 
 def log(msg):
     print(f"[memory_fit {time.strftime('%H:%M:%S')}] {msg}", flush=True)
-
-
-def card_gib(device: str) -> float | None:
-    if device != "cuda":
-        return None
-    out = subprocess.run(["nvidia-smi", "--query-gpu=memory.total,name", "--format=csv,noheader,nounits"],
-                         capture_output=True, text=True)
-    mib, _ = out.stdout.strip().splitlines()[0].split(",", 1)
-    return float(mib) / 1024
-
-
-def gpu_name(device: str) -> str:
-    if device != "cuda":
-        return "cpu"
-    return subprocess.run(["nvidia-smi", "--query-gpu=name", "--format=csv,noheader"], capture_output=True,
-                          text=True).stdout.strip().splitlines()[0]
 
 
 # --- the eval child ---------------------------------------------------------------------------------
@@ -224,7 +208,8 @@ def main(argv=None):
     budget = 980 if a.shape == "8b" else 32
     os.environ["IMAGE_MAX_TOKEN_NUM"] = str(budget)
     out = Path(a.out) / f"memory_fit_{a.device}{'_quick' if a.quick else ''}{a.tag and '_' + a.tag}.json"
-    res = {"shape": a.shape, "device": a.device, "gpu": gpu_name(a.device), "card_gib": card_gib(a.device),
+    gpu, card = first_gpu() if a.device == "cuda" else ("cpu", None)
+    res = {"shape": a.shape, "device": a.device, "gpu": gpu, "card_gib": card,
            "cap_gib": a.cap_gb, "eval": {}, "cap_eval": {}, "train": {}}
     tmp = Path(tempfile.mkdtemp(prefix="pigg_fit_"))
     t0 = time.time()

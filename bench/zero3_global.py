@@ -22,7 +22,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # bench/_common.py
 from data_prep.io import write_json  # noqa: E402
-from _common import ROOT, child_env, prepare_experiment, read_train_log, run_polled, steady_rate  # noqa: E402
+from _common import ROOT, child_env, first_gpu, prepare_experiment, read_train_log, run_polled, steady_rate  # noqa: E402
 
 TOKENS = 1082  # per sample: prompt ≈ 1052 (measured by gpu_bench) + answer ≈ 30
 
@@ -48,18 +48,6 @@ def parse_variant(v: str) -> dict:
             "n_gpus": int(ngpu) if ngpu.isdigit() else None}
 
 
-def card_gib() -> float | None:
-    """The first GPU's memory from nvidia-smi (this process never initialises CUDA)."""
-    import subprocess
-
-    try:
-        out = subprocess.run(["nvidia-smi", "--query-gpu=memory.total", "--format=csv,noheader,nounits"],
-                             capture_output=True, text=True, timeout=20).stdout.split()
-        return float(out[0]) / 1024 if out else None
-    except (OSError, ValueError):
-        return None
-
-
 def run_variant(tmp: Path, model: Path, gpus: str, steps: int, v: dict, out_dir: Path, label: str = "") -> dict:
     tag = f"{'' if v['gc'] else '_nogc'}{'' if v['liger'] == 'noliger' else '_' + v['liger']}{'_offload' if v['offload'] else ''}"
     name = f"z{v['zero']}_bs{v['bs']}{tag}"
@@ -81,7 +69,7 @@ def run_variant(tmp: Path, model: Path, gpus: str, steps: int, v: dict, out_dir:
     n_gpu = len(gpus.split(","))
     res = {"gpus": gpus, "zero": v["zero"], "steps": steps, "rc": rc, "wall_s": wall, "log_tail": output[-2000:],
            "per_device_batch": v["bs"], "grad_accum": accum, "gradient_checkpointing": v["gc"], "liger": v["liger"],
-           "offload": v["offload"], "step_marks_s": marks, "card_gib": card_gib()}
+           "offload": v["offload"], "step_marks_s": marks, "card_gib": first_gpu()[1]}
     if (run / "generated" / "swift.yaml").exists() and model.is_dir():
         import yaml
 

@@ -48,19 +48,23 @@ def find_models(cfg: dict) -> list[dict]:
     return sorted(found, key=lambda m: (order[m["role"]], m["name"]))
 
 
-def records(model: dict) -> list[dict]:
+def out_files(model: dict) -> list[Path]:
+    """A model's per-sample result files: one per user (an eval), or per user and fold (a K-fold run)."""
     pattern = "user_*/out.json" if model["kind"] == "eval" else "user_*/fold_*/eval/out.json"
+    return sorted(model["dir"].glob(pattern))
+
+
+def records(model: dict) -> list[dict]:
     out = []
-    for f in sorted(model["dir"].glob(pattern)):
+    for f in out_files(model):
         out += json.loads(f.read_text(encoding="utf-8"))
     return out
 
 
 def per_sample(model: dict, delta: float) -> dict[int, dict[str, tuple[int, float]]]:
     """{user: {sample id: (hit, L2)}} of a model, PIGG-compatible scoring (its parser, as the tables)."""
-    pattern = "user_*/out.json" if model["kind"] == "eval" else "user_*/fold_*/eval/out.json"
     out: dict[int, dict] = {}
-    for f in sorted(model["dir"].glob(pattern)):
+    for f in out_files(model):
         user = int(next(p for p in f.relative_to(model["dir"]).parts if p.startswith("user_")).split("_")[1])
         for r in json.loads(f.read_text(encoding="utf-8")):
             d = l2(r["pred_pigg"], r["gt"])

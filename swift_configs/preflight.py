@@ -15,7 +15,6 @@ card's memory comes from nvidia-smi (no CUDA context in this process) or PIGG_GP
 from __future__ import annotations
 
 import json
-import os
 import struct
 import subprocess
 from pathlib import Path
@@ -209,6 +208,3 @@ def check(args: dict, gpus: list[str], image_tokens: int, offload: str, template
               "--force starts anyway)")
     return est, line
 
-
-def image_tokens_of(env: dict) -> int:
-    return int(env.get("IMAGE_MAX_TOKEN_NUM", os.environ.get("IMAGE_MAX_TOKEN_NUM", 980)))
