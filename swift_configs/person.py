@@ -23,7 +23,6 @@ import threading
 import time
 from pathlib import Path
 
-
 from data_prep.config import ROOT, ConfigError, add_config_args, load_experiment, run_dir
 from data_prep.export import swift_paths
 from data_prep.io import read_json, write_json
@@ -45,6 +44,18 @@ def eval_command(cfg_path: str, overrides: list[str], model: str, adapters: list
     return cmd
 
 
+def run_eval(cmd: list[str], env: dict, device: str, log: Path, what: str) -> None:
+    """Run an eval.run command on ``device``, its output appended to ``log``; a failure names the log's tail."""
+    penv = {**os.environ, **env, "HF_HUB_OFFLINE": "1", "MODELSCOPE_OFFLINE": "1",
+            "CUDA_VISIBLE_DEVICES": "" if device == "cpu" else device,
+            "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
+    with open(log, "a", encoding="utf-8") as f:
+        rc = subprocess.run(cmd, env=penv, stdout=f, stderr=subprocess.STDOUT, cwd=ROOT).returncode
+    if rc != 0:
+        tail = log.read_text(encoding="utf-8", errors="replace").splitlines()[-15:]
+        raise TrainError(f"eval failed (exit {rc}) for {what}; see {log}:\n" + "\n".join(tail))
+
+
 def run_fold(cfg: dict, a, user: int, fold: int, device: str, env: dict) -> dict:
     run = render(cfg, "person", user=user, fold=fold, gpus=device, overrides=a.swift_overrides)
     d = run.run_dir
@@ -62,17 +73,17 @@ def run_fold(cfg: dict, a, user: int, fold: int, device: str, env: dict) -> dict
     test = swift_paths(cfg, user, fold)["test"]
     cmd = eval_command(cfg["config_path"], a.overrides, model, adapters, test, d / "eval", device)
     print(f"[person] user {user} fold {fold}: evaluating {test.name} on {device}", flush=True)
-    penv = {**os.environ, **env, "HF_HUB_OFFLINE": "1", "MODELSCOPE_OFFLINE": "1",
-            "CUDA_VISIBLE_DEVICES": "" if device == "cpu" else device,
-            "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
-    with open(d / "eval.log", "a", encoding="utf-8") as f:
-        rc = subprocess.run(cmd, env=penv, stdout=f, stderr=subprocess.STDOUT, cwd=ROOT).returncode
-    if rc != 0:
-        tail = (d / "eval.log").read_text(encoding="utf-8", errors="replace").splitlines()[-15:]
-        raise TrainError(f"eval failed (exit {rc}) for user {user} fold {fold}; see {d / 'eval.log'}:\n" + "\n".join(tail))
+    run_eval(cmd, env, device, d / "eval.log", f"user {user} fold {fold}")
     m = read_json(d / "eval" / "metrics.json")
     write_marker(d / "DONE", checkpoint=ckpt, accuracy=m["pigg"]["accuracy"], median_l2=m["pigg"]["median_l2"])
     return m
+
+
+def worker_slots(gl: list[str], workers: int | None) -> list[str]:
+    """Where queued runs go: one worker per listed GPU (or ``workers`` spread over them); 'cpu' x workers."""
+    if gl and workers:
+        return [gl[i % len(gl)] for i in range(workers)]
+    return gl or ["cpu"] * (workers or 1)
 
 
 def run_queue(todo: list, slots: list[str], on_gpu: bool, do, label: str, after=None) -> list:
@@ -158,9 +169,7 @@ def main(argv=None) -> int:
                 raise ConfigError(f"--array-task {a.array_task}: want 0..{len(pairs) - 1} ({len(users)} users x {len(folds)} folds)")
             users, folds = [pairs[a.array_task][0]], [pairs[a.array_task][1]]
         gl = gpu_list(a.gpus)
-        slots = gl or ["cpu"] * (a.workers or 1)
-        if gl and a.workers:
-            slots = [gl[i % len(gl)] for i in range(a.workers)]
+        slots = worker_slots(gl, a.workers)
         # fail fast: render every fold (validates config, data, base checkpoint) before any training
         runs = {(u, f): render(cfg, "person", user=u, fold=f, gpus=slots[0], overrides=a.swift_overrides)
                 for u in users for f in folds}

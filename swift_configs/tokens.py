@@ -17,21 +17,19 @@ Runs are a queue, one per GPU; a re-run skips DONE runs and resumes a killed one
 from __future__ import annotations
 
 import argparse
-import os
-import subprocess
 import sys
 import time
 from pathlib import Path
 
-from data_prep.config import ROOT, ConfigError, add_config_args, load_experiment, run_dir
+from data_prep.config import ConfigError, add_config_args, load_experiment, run_dir
 from data_prep.export import token_paths
 from data_prep.io import read_json
 from data_prep.rundir import write_marker
 from data_prep.schema import USER_TAGS
 
 from .generate import gpu_list, render
-from .person import eval_command, run_queue, write_summaries
-from .train import TrainError, execute, preflight, prepare, trained_checkpoint
+from .person import eval_command, run_eval, run_queue, worker_slots, write_summaries
+from .train import execute, preflight, prepare, trained_checkpoint
 
 
 def run_name(kind: str) -> str:
@@ -61,15 +59,7 @@ def run_one(cfg: dict, a, kind: str, fold: int, device: str, env: dict) -> dict:
         for u in todo_users[1:]:
             cmd += ["--data", str(token_paths(swift_dir, kind, fold, u)["test"]), "--out", str(user_dir[u] / "eval")]
         print(f"[tokens] {kind} fold {fold}: evaluating users {todo_users} on {device}", flush=True)
-        penv = {**os.environ, **env, "HF_HUB_OFFLINE": "1", "MODELSCOPE_OFFLINE": "1",
-                "CUDA_VISIBLE_DEVICES": "" if device == "cpu" else device,
-                "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
-        log = run.run_dir / "eval.log"
-        with open(log, "a", encoding="utf-8") as f:
-            rc = subprocess.run(cmd, env=penv, stdout=f, stderr=subprocess.STDOUT, cwd=ROOT).returncode
-        if rc != 0:
-            tail = log.read_text(encoding="utf-8", errors="replace").splitlines()[-15:]
-            raise TrainError(f"eval failed (exit {rc}) for {kind} fold {fold}; see {log}:\n" + "\n".join(tail))
+        run_eval(cmd, env, device, run.run_dir / "eval.log", f"{kind} fold {fold}")
     out = {}
     for u in users:
         m = out[u] = read_json(user_dir[u] / "eval" / "metrics.json")
@@ -98,15 +88,9 @@ def main(argv=None) -> int:
         cfg = load_experiment(a.config, a.overrides)
         folds = a.fold if a.fold is not None else list(range(cfg["folds"]["k"]))
         gl = gpu_list(a.gpus)
-        slots = gl or ["cpu"] * (a.workers or 1)
-        if gl and a.workers:
-            slots = [gl[i % len(gl)] for i in range(a.workers)]
+        slots = worker_slots(gl, a.workers)
         runs = {(k, f): render(cfg, "tokens", fold=f, kind=k, gpus=slots[0], overrides=a.swift_overrides)
                 for k in a.kind for f in folds}
-        missing = [str(r.args["dataset"][0]) for r in runs.values() if not Path(r.args["dataset"][0]).exists()]
-        if missing:
-            raise ConfigError(f"no user-token data {missing[0]}: re-run `python -m data_prep export` "
-                              "(exports made before this method existed lack these files)")
         pending = [r for r in runs.values() if not (r.run_dir / "DONE").exists()]
         if pending and gl:
             preflight(pending[0], cfg, sorted(set(slots)), force=a.force or a.dry_run, n_gpus=1)

@@ -105,11 +105,16 @@ def final_checkpoint(run_dir: Path) -> Path:
     return ckpt
 
 
-def execute(run: Run, log_name: str = "train.log", extra_env: dict | None = None, echo: bool = True) -> Path:
-    """Run swift sft for a prepared run; on success write TRAINED and return the final checkpoint."""
+def require_packages(run: Run) -> None:
+    """Stop, naming each package the run's settings need and this Python lacks."""
     missing = missing_packages(run)
     if missing:
         raise ConfigError(f"{run.yaml_path}: cannot start swift sft:\n  " + "\n  ".join(missing))
+
+
+def execute(run: Run, log_name: str = "train.log", extra_env: dict | None = None, echo: bool = True) -> Path:
+    """Run swift sft for a prepared run; on success write TRAINED and return the final checkpoint."""
+    require_packages(run)
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "MODELSCOPE_OFFLINE": "1", **run.proc_env, **(extra_env or {})}
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
     log = run.run_dir / log_name
@@ -176,9 +181,7 @@ def main(argv=None) -> int:
             return 0
         if not (run.run_dir / "TRAINED").exists() or a.fresh:
             preflight(run, cfg, gpu_list(a.gpus), a.force)
-            missing = missing_packages(run)
-            if missing:  # said before the run folder is touched
-                raise ConfigError(f"cannot start swift sft for {run.run_dir}:\n  " + "\n  ".join(missing))
+            require_packages(run)  # said before the run folder is touched
         todo = prepare(run, a.fresh)
         if todo is None:
             print(f"[train] {run.run_dir} already trained: {trained_checkpoint(run.run_dir)}")
