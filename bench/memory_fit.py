@@ -1,6 +1,7 @@
 """Does each stage fit the card it runs on? Eval batch sizing, person LoRA / QLoRA memory, preflight vs measured.
 
-Usage: python bench/memory_fit.py --shape 8b --device cuda [--n-eval 192] [--steps 12] [--tag h100]
+Usage: python bench/memory_fit.py --shape 8b --device cuda [--n-eval 192] [--steps 12] [--tag h100] [--tokens]
+       python bench/memory_fit.py --family qwen2_5_vl --shape 7b --device cuda ...   (Qwen2.5-VL-7B shape)
        python bench/memory_fit.py --shape tiny --device cpu --quick          (CI: the same code paths on CPU)
 
 Everything that touches the GPU runs in a child process (this one never initialises CUDA, so it holds no
@@ -14,7 +15,8 @@ GPU memory while a child trains). On one card, it measures:
 2. the same eval at auto on the card capped to ``--cap-gb`` GiB (PIGG_GPU_MEMORY_GB).
 3. person folds through `swift sft` (the generated YAML of the person stage, ``--steps`` steps): the
    person_lora template as shipped on the whole card; person_qlora and person_lora with gradient
-   checkpointing capped to ``--cap-gb`` (bench/gpu_cap/sitecustomize.py), each with the preflight's estimate.
+   checkpointing capped to ``--cap-gb`` (bench/gpu_cap/sitecustomize.py), each with the preflight's estimate;
+   with ``--tokens``, one fold of the user-token method (special tokens: LoRA + the trained embedding).
 Writes bench/results/memory_fit_<device>[_tag].json.
 """
 from __future__ import annotations
@@ -46,17 +48,21 @@ def eval_child(spec: dict) -> dict:
     import torch
 
     from data_prep.config import load_experiment
-    from eval.memory import PREFILL_ACT_COEF, kv_bytes_per_token
-    from eval.run import build_engine, cap_card, generate, load_rows, plan_batch, sample_index
+    from eval.memory import PREFILL_ACT_COEF, PREFILL_ACT_COEFS, kv_bytes_per_token
+    from data_prep.family import family
+    from eval.run import Reader, build_engine, cap_card, generate, load_rows, plan_batch, sample_index
 
     cfg = load_experiment(spec["config"])
+    fam = family(cfg)
+    reader = Reader(fam, cfg["image_max_token_num"])
     os.environ["IMAGE_MAX_TOKEN_NUM"] = str(cfg["image_max_token_num"])
     ev, gpu = cfg["eval"], spec["device"] == "cuda"
     if gpu:
         cap_card()
     t = time.time()
     engine = build_engine(spec["model"], [], 8, "0" if gpu else "cpu", ev["overrides"], gqa_decode=ev["gqa_decode"],
-                          liger_kernel=ev["liger_kernel"] and gpu, gpu_preprocess=ev["gpu_preprocess"] and gpu)
+                          liger_kernel=ev["liger_kernel"] and gpu, gpu_preprocess=ev["gpu_preprocess"] and gpu,
+                          model_type=fam.model_type, template_type=fam.template)
     out = {"load_s": time.time() - t, "weights_bytes": torch.cuda.memory_allocated() if gpu else None, "runs": {}}
     meta = sample_index(cfg)
     rows = load_rows(spec["data"])[:spec["n"]]
@@ -71,16 +77,16 @@ def eval_child(spec: dict) -> dict:
     def one(name, batch, max_new, reserve, n=None):
         peak_reset()
         use = rows[:n] if n else rows
-        plan = plan_batch(engine, use, meta, batch, max_new, reserve)
+        plan = plan_batch(engine, use, meta, batch, max_new, reserve, reader)
         pred = tmp / f"{name}.jsonl"
         pred.unlink(missing_ok=True)
         generate(engine, use[:plan["batch_size"]], tmp / "warm.jsonl", plan["batch_size"], min(max_new, 8), meta,
-                 progress=False, prefetch=ev["prefetch"], graphs=ev["cuda_graphs"] and gpu)  # kernels, graphs warm
+                 progress=False, prefetch=ev["prefetch"], graphs=ev["cuda_graphs"] and gpu, reader=reader)  # warm
         peak_reset()
         t = time.time()
         st = generate(engine, use, pred, plan["batch_size"], max_new, meta, progress=False, prefetch=ev["prefetch"],
                       graphs=ev["cuda_graphs"] and gpu, reserve_new_tokens=reserve,
-                      long_batch_size=plan["long_batch_size"])
+                      long_batch_size=plan["long_batch_size"], reader=reader)
         dt = time.time() - t
         r = {"batch": batch, "plan": plan, "max_new_tokens": max_new, "reserve_new_tokens": reserve, "n": len(use),
              "seconds": dt, "samples_per_s": len(use) / dt, "long_rows": st["long_rows"],
@@ -103,25 +109,25 @@ def eval_child(spec: dict) -> dict:
         coef = {}
         for b in (8, 32):
             peak_reset()
-            generate(engine, rows[:b], tmp / f"coef{b}.jsonl", b, 1, meta, progress=False)
+            generate(engine, rows[:b], tmp / f"coef{b}.jsonl", b, 1, meta, progress=False, reader=reader)
             prompt = out["runs"]["short_auto"]["plan"]["first"]["prompt_tokens"] if "short_auto" in out["runs"] else 1100
             kv = kv_bytes_per_token(tc) * (prompt + 1) * b
             act = torch.cuda.max_memory_allocated() - out["weights_bytes"] - kv
             coef[b] = act / b / (prompt * tc["hidden_size"] * 2)
-        out["prefill_act_coef"] = {"measured": coef, "in_code": PREFILL_ACT_COEF}
+        out["prefill_act_coef"] = {"measured": coef, "in_code": PREFILL_ACT_COEFS.get(tc.get("model_type"), PREFILL_ACT_COEF)}
         write_json(spec["out"], out)
     return out
 
 
 # --- the parent -------------------------------------------------------------------------------------
 
-def make_data(tmp: Path, shape: str, budget: int, episodes: int):
+def make_data(tmp: Path, shape: str, budget: int, episodes: int, fam: str = "qwen3_vl"):
     from data_prep.synth import synth
 
-    synth(tmp / "raw", users=3, episodes=30, seed=0, scale=1.0 if shape == "8b" else 0.25, defects=False,
+    synth(tmp / "raw", users=3, episodes=30, seed=0, scale=0.25 if shape == "tiny" else 1.0, defects=False,
           test_users=1, test_episodes=episodes)
     return prepare_experiment(tmp, tmp / "model", "fit", {"users": {"test": "1", "global": "2-3"},
-                                                          "image_max_token_num": budget})
+                                                          "image_max_token_num": budget, "model": {"family": fam}})
 
 
 def run_eval_child(spec: dict, env_extra: dict) -> dict:
@@ -138,8 +144,9 @@ def run_eval_child(spec: dict, env_extra: dict) -> dict:
 
 
 def train_fold(cfg: dict, cfg_path: Path, model: Path, device: str, steps: int, template: str, extra: list[str],
-               cap_gb: float | None) -> dict:
-    """One person fold's `swift sft` (the person stage's generated YAML), --steps steps, timed from outside."""
+               cap_gb: float | None, kind: str | None = None) -> dict:
+    """One person fold's `swift sft` (the person stage's generated YAML; ``kind``: the user-token stage's, fold 0,
+    that tag kind), --steps steps, timed from outside."""
     import shutil
 
     from swift_configs import preflight as pf
@@ -147,10 +154,11 @@ def train_fold(cfg: dict, cfg_path: Path, model: Path, device: str, steps: int, 
 
     cfg = {**cfg, "train": {**cfg["train"], "person_base": str(model), "person_template": template}}
     gpus = "0" if device == "cuda" else "cpu"
-    run = render(cfg, "person", user=1, fold=0, gpus=gpus,
+    run = render(cfg, "tokens" if kind else "person", user=None if kind else 1, fold=0, gpus=gpus, kind=kind,
                  overrides=[f"max_steps={steps}", "logging_steps=1", "save_strategy='no'"]
                  + ([] if device == "cuda" else ["dataloader_num_workers=0"]) + extra)
-    res = {"template": template, "overrides": extra, "cap_gib": cap_gb, "steps": steps}
+    res = {"template": template, "overrides": extra, "cap_gib": cap_gb, "steps": steps, "stage": run.stage,
+           "kind": kind}
     missing = missing_packages(run)
     if missing:
         return {**res, "error": "; ".join(missing)}
@@ -186,7 +194,9 @@ def train_fold(cfg: dict, cfg_path: Path, model: Path, device: str, steps: int, 
 
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--shape", choices=["tiny", "8b"], default="tiny")
+    p.add_argument("--family", choices=["qwen3_vl", "qwen2_5_vl"], default="qwen3_vl")
+    p.add_argument("--shape", choices=["tiny", "8b", "7b"], default="tiny", help="8b: Qwen3-VL-8B; 7b: Qwen2.5-VL-7B")
+    p.add_argument("--tokens", action="store_true", help="also a user-token (special) fold")
     p.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
     p.add_argument("--quick", action="store_true", help="CI size")
     p.add_argument("--n-eval", type=int, default=128)
@@ -205,18 +215,18 @@ def main(argv=None):
         return
     if a.quick:
         a.n_eval, a.long_n, a.steps, a.short_tokens, a.batches = 6, 4, 2, 6, ["auto", "4"]
-    budget = 980 if a.shape == "8b" else 32
+    budget = 32 if a.shape == "tiny" else 980
     os.environ["IMAGE_MAX_TOKEN_NUM"] = str(budget)
     out = Path(a.out) / f"memory_fit_{a.device}{'_quick' if a.quick else ''}{a.tag and '_' + a.tag}.json"
     gpu, card = first_gpu() if a.device == "cuda" else ("cpu", None)
-    res = {"shape": a.shape, "device": a.device, "gpu": gpu, "card_gib": card,
+    res = {"family": a.family, "shape": a.shape, "device": a.device, "gpu": gpu, "card_gib": card,
            "cap_gib": a.cap_gb, "eval": {}, "cap_eval": {}, "train": {}}
     tmp = Path(tempfile.mkdtemp(prefix="pigg_fit_"))
     t0 = time.time()
-    cfg_path, cfg = make_data(tmp, a.shape, budget, 150 if a.shape == "8b" else 12)
+    cfg_path, cfg = make_data(tmp, a.shape, budget, 12 if a.shape == "tiny" else 150, a.family)
     log(f"data ready ({time.time() - t0:.0f}s)")
     cmd = [sys.executable, str(ROOT / "scripts" / "build_tiny_model.py"), "--out", str(tmp / "model"), "--shape",
-           a.shape, "--device", a.device, "--dtype", "bfloat16" if a.device == "cuda" else "float32"]
+           a.shape, "--family", a.family, "--device", a.device, "--dtype", "bfloat16" if a.device == "cuda" else "float32"]
     subprocess.run(cmd, check=True, env=child_env(), cwd=ROOT)  # a child: this process never touches the GPU
     log(f"model ready ({time.time() - t0:.0f}s)")
     from data_prep.export import swift_paths
@@ -238,6 +248,8 @@ def main(argv=None):
     folds = []
     if "train" not in a.skip:
         folds.append(("person_lora", "person_lora", [], None))
+    if a.tokens:
+        folds.append(("user_tokens_special", "person_lora", [], None))
     if "cap_train" not in a.skip:
         folds += [("person_qlora_cap", "person_qlora", [], a.cap_gb),
                   ("person_lora_gc_cap", "person_lora", ["gradient_checkpointing=true"], a.cap_gb)]
@@ -248,7 +260,8 @@ def main(argv=None):
         if a.device == "cpu":
             extra = extra + ["use_liger_kernel=false"]
         log(f"train {name} ...")
-        res["train"][name] = r = train_fold(cfg, cfg_path, tmp / "model", a.device, a.steps, template, extra, cap)
+        res["train"][name] = r = train_fold(cfg, cfg_path, tmp / "model", a.device, a.steps, template, extra, cap,
+                                            "special" if name == "user_tokens_special" else None)
         log(f"train {name}: peak {r.get('peak_reserved_gib')} GiB (preflight {r.get('preflight_gib', 0):.1f}), "
             f"median step {r.get('median_step_tokens_per_s') or 0:.0f} tokens/s {r.get('error', '')[-300:]}")
         write_json(out, res)

@@ -20,7 +20,7 @@ EXPERIMENTS = ROOT / "swift_configs" / "experiments"
 DEFAULT_EXPERIMENT = EXPERIMENTS / "demo.yaml"
 
 # keys whose values are free-form mappings (checked later against swift's own arguments)
-FREE_KEYS = {"train.global_overrides", "train.person_overrides", "eval.overrides"}
+FREE_KEYS = {"train.global_overrides", "train.person_overrides", "train.tokens_overrides", "eval.overrides"}
 PATH_KEYS = {"paths.raw", "paths.data", "paths.runs", "paths.model"}
 AUTO_INT_KEYS = {"eval.batch_size"}  # a positive int, or the word auto
 
@@ -167,6 +167,20 @@ def _finish(cfg: dict, path: Path) -> dict:
     for key in ("max_new_tokens", "reserve_new_tokens"):
         if cfg["eval"][key] < 1:
             raise ConfigError(f"{path}: 'eval.{key}' must be >= 1, got {cfg['eval'][key]}")
+    from .family import FAMILIES
+    from .schema import PROMPT_COORDS
+
+    fam = FAMILIES.get(cfg["model"]["family"])
+    if fam is None:
+        raise ConfigError(f"{path}: 'model.family' must be one of {sorted(FAMILIES)}, got {cfg['model']['family']!r}")
+    if cfg["data"]["prompt"] == "auto":
+        cfg["data"]["prompt"] = fam.prompt
+    elif cfg["data"]["prompt"] not in PROMPT_COORDS:
+        raise ConfigError(f"{path}: 'data.prompt' must be auto or one of {sorted(PROMPT_COORDS)}, "
+                          f"got {cfg['data']['prompt']!r}")
+    elif PROMPT_COORDS[cfg["data"]["prompt"]] != fam.coords:
+        raise ConfigError(f"{path}: 'data.prompt' {cfg['data']['prompt']!r} asks for {PROMPT_COORDS[cfg['data']['prompt']]} "
+                          f"coordinates but model.family {fam.name} answers in {fam.coords}: use auto")
     bad = set(cfg["data"]["actions"]) - {"click", "long_click"}
     if bad:
         raise ConfigError(f"{path}: 'data.actions' may hold click, long_click; got {sorted(bad)}")

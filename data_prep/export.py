@@ -2,7 +2,8 @@
 
 Usage: ``python -m data_prep export --config EXP.yaml [--folds random|episode] [--k 3] [--seed 42]``
 
-Writes under DATA/swift/: ``global_train.jsonl`` (global users), ``user_{k}/all.jsonl`` and
+Writes under DATA/swift/ (DATA/swift_<family>/ for a model family other than qwen3_vl, whose answers
+are in its own coordinates: data_prep/family.py): ``global_train.jsonl`` (global users), ``user_{k}/all.jsonl`` and
 ``user_{k}/fold_{f}/{train,test}.jsonl`` (test users), ``user_tokens/<kind>/...`` (the user-token
 method: see ``export_user_tokens``); each JSONL has a ``.ids`` side file with
 the sample ids in row order (swift drops extra columns). ``export.json`` records the settings;
@@ -13,6 +14,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from .family import family
 from .fingertip import load_samples
 from .io import read_json, write_json, write_jsonl, write_lines
 from .kfold import check_folds, fold_split, make_folds
@@ -23,9 +25,16 @@ class ExportError(RuntimeError):
     pass
 
 
-def _write(path: Path, samples, prompt: str, tag=lambda s: "") -> int:
-    write_lines(path.with_suffix(".ids"), (s.id for s in samples))
-    return write_jsonl(path, (swift_row(s, prompt, tag(s)) for s in samples))
+class Writer:
+    """Rows of one export: the experiment's prompt, the answer's point in the model family's coordinates."""
+
+    def __init__(self, cfg: dict):
+        self.prompt, self.fam, self.budget = cfg["data"]["prompt"], family(cfg), cfg["image_max_token_num"]
+
+    def __call__(self, path: Path, samples, tag=lambda s: "") -> int:
+        write_lines(path.with_suffix(".ids"), (s.id for s in samples))
+        return write_jsonl(path, (swift_row(s, self.prompt, tag(s), self.fam.answer_point(s, self.budget))
+                                  for s in samples))
 
 
 def export(cfg: dict, force: bool = False) -> dict:
@@ -33,8 +42,9 @@ def export(cfg: dict, force: bool = False) -> dict:
     test_users, global_users = cfg["users"]["test"], cfg["users"]["global"]
     k, seed, mode, prompt = cfg["folds"]["k"], cfg["folds"]["seed"], cfg["folds"]["mode"], cfg["data"]["prompt"]
     settings = {"k": k, "seed": seed, "mode": mode, "prompt": prompt, "test_users": test_users,
-                "global_users": global_users}
-    out = data / "swift"
+                "global_users": global_users, **family(cfg).export_settings(cfg["image_max_token_num"])}
+    out = swift_dir(cfg)
+    _write = Writer(cfg)
     manifest_path = out / "export.json"
     if manifest_path.exists() and not force:
         old = read_json(manifest_path).get("settings")
@@ -45,7 +55,7 @@ def export(cfg: dict, force: bool = False) -> dict:
     gl = [s for u in global_users for s in samples[u]]
     if {s.id for s in gl} & {s.id for u in test_users for s in samples[u]}:
         raise ExportError("a sample is both in the global and the test set")
-    counts = {"global_train": _write(out / "global_train.jsonl", gl, prompt), "users": {}}
+    counts = {"global_train": _write(out / "global_train.jsonl", gl), "users": {}}
     empty = [u for u in test_users if not samples[u]]
     if empty:
         raise ExportError(f"test users {empty} have no samples in {data / 'samples'}")
@@ -56,32 +66,37 @@ def export(cfg: dict, force: bool = False) -> dict:
         check_folds(folds, us)
         splits[u] = [fold_split(folds, f) for f in range(k)]
         udir = out / f"user_{u}"
-        entry = {"all": _write(udir / "all.jsonl", us, prompt), "folds": []}
+        entry = {"all": _write(udir / "all.jsonl", us), "folds": []}
         for f in range(k):
             train, test = fold_split(folds, f)
             fdir = udir / f"fold_{f}"
-            entry["folds"].append({"train": _write(fdir / "train.jsonl", train, prompt),
-                                   "test": _write(fdir / "test.jsonl", test, prompt)})
+            entry["folds"].append({"train": _write(fdir / "train.jsonl", train),
+                                   "test": _write(fdir / "test.jsonl", test)})
         counts["users"][str(u)] = entry
-    counts["user_tokens"] = export_user_tokens(out, splits, k, prompt)
+    counts["user_tokens"] = export_user_tokens(out, splits, k, _write)
     manifest = {"settings": settings, "counts": counts}
     write_json(manifest_path, manifest)
     return manifest
 
 
-def export_user_tokens(out: Path, splits: dict, k: int, prompt: str) -> dict:
+def export_user_tokens(out: Path, splits: dict, k: int, _write: Writer) -> dict:
     """The user-token method's files: per fold, one training set, the union of every test user's PIGG
     fold-f training samples, each prompt starting with its user's tag; per user and fold, the hold-out
     with that user's tag. One set per tag kind (special, text, pooled = no tag: the control)."""
     counts = {}
     for kind in USER_TAGS:
         tag = (lambda s, kind=kind: user_tag(kind, s.user))
-        counts[kind] = [_write(token_paths(out, kind, f)["train"], [s for u in splits for s in splits[u][f][0]],
-                               prompt, tag) for f in range(k)]
+        counts[kind] = [_write(token_paths(out, kind, f)["train"], [s for u in splits for s in splits[u][f][0]], tag)
+                        for f in range(k)]
         for u in splits:
             for f in range(k):
-                _write(token_paths(out, kind, f, u)["test"], splits[u][f][1], prompt, tag)
+                _write(token_paths(out, kind, f, u)["test"], splits[u][f][1], tag)
     return counts
+
+
+def swift_dir(cfg: dict) -> Path:
+    """DATA/swift (qwen3_vl), DATA/swift_<family> for a family that answers in other coordinates."""
+    return Path(cfg["paths"]["data"]) / family(cfg).swift_dir()
 
 
 def token_paths(out: Path, kind: str, fold: int, user: int | None = None) -> dict[str, Path]:
@@ -93,7 +108,7 @@ def token_paths(out: Path, kind: str, fold: int, user: int | None = None) -> dic
 
 def swift_paths(cfg: dict, user: int | None = None, fold: int | None = None) -> dict[str, Path]:
     """Where export put a stage's files: the one place later stages look them up."""
-    out = Path(cfg["paths"]["data"]) / "swift"
+    out = swift_dir(cfg)
     if user is None:
         return {"train": out / "global_train.jsonl"}
     if fold is None:

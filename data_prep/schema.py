@@ -1,5 +1,8 @@
 """The one definition of a click sample, the 0-1000 coordinate grid, and PIGG's prompt/answer text.
 
+(The 0-1000 grid is what every metric is computed on; which coordinates a model *answers* in is its
+family's business: data_prep/family.py.)
+
 Usage: ``from data_prep.schema import Sample, to_grid, prompt_text, answer_text``
 
 Everything that reads or writes samples (build, import, export, eval) goes through this module,
@@ -70,7 +73,18 @@ PROMPTS = {
         "```referring\nleft arrow\n```\n"
         "```grounding\n(100, 200)\n```"
     ),
+    # the same, for families that answer in absolute pixels of the image they see (data_prep/family.py)
+    "pigg_pixels": (
+        "Given a GUI image, what are the absolute pixel point coordinates for the element "
+        "corresponding to the following instruction: {instruction}\n"
+        "Think step-by-step, provide referring for the element first and then the grounded point "
+        "coordinates.\n"
+        "Example output:\n"
+        "```referring\nleft arrow\n```\n"
+        "```grounding\n(100, 200)\n```"
+    ),
 }
+PROMPT_COORDS = {"pigg": "grid", "pigg_pixels": "pixels"}  # the convention each prompt asks for
 
 
 def prompt_text(instruction: str, prompt: str = "pigg") -> str:
@@ -100,13 +114,15 @@ def user_special_tokens(users) -> list[str]:
     return [user_tag("special", u).strip() for u in users]
 
 
-def swift_row(sample: Sample, prompt: str = "pigg", tag: str = "") -> dict:
+def swift_row(sample: Sample, prompt: str = "pigg", tag: str = "", point: tuple[int, int] | None = None) -> dict:
     """A swift-format training/eval row: image before text in the user turn, no system prompt; ``tag``
-    (the user-token method) starts the text."""
+    (the user-token method) starts the text; ``point``: the answer's point in the model family's
+    coordinates (data_prep/family.py; default the 0-1000 grid)."""
+    x, y = point if point is not None else (sample.x, sample.y)
     return {
         "messages": [
             {"role": "user", "content": "<image>" + tag + prompt_text(sample.instruction, prompt)},
-            {"role": "assistant", "content": answer_text(sample.content, sample.x, sample.y)},
+            {"role": "assistant", "content": answer_text(sample.content, x, y)},
         ],
         "images": [sample.image],
     }

@@ -6,7 +6,10 @@ Each app screen offers several elements that satisfy the same intent (a search i
 search tab, say). Every user has a fixed preferred element per intent (the obvious one for
 about 40% of user-intent pairs, another one otherwise), and a preferred
 button in confirmation dialogs: the habits that personalization can learn and a global model,
-trained on other users, cannot know. The instruction never names the element. Every action type
+trained on other users, cannot know. The test users (the first ``test_users``) prefer pairwise
+different elements for every intent and dialog (up to 4 of them; 3 for dialogs) on the same phone, so
+the screens are the same and a model trained on their pooled data without knowing who asks cannot
+satisfy them all: the case a user token exists for. The instruction never names the element. Every action type
 appears; some users are nested one level deeper (<uid>/<uid>/<episode>/); a few deliberate
 defects (malformed line, missing screenshot, click off screen, ...) exercise the report.
 Deterministic for a given seed.
@@ -21,7 +24,7 @@ from pathlib import Path
 
 from PIL import Image, ImageDraw
 
-# (package, [(intent, [candidate elements])]); element i of an intent sits in slot SLOTS[(j + i) % 6]
+# (package, [(intent, [candidate elements])]); element i of intent j of app a sits in slot SLOTS[(2j + i + a) % 6]
 APPS = [
     {"package": "com.tencent.mm", "intents": [
         ("给妈妈发消息说我晚点回家", ["聊天列表第一项", "通讯录图标", "搜索放大镜", "加号按钮"]),
@@ -59,7 +62,7 @@ def element_boxes(app: int, intent: int) -> list[tuple[str, tuple[int, int, int,
     names = APPS[app]["intents"][intent][1]
     out = []
     for i, name in enumerate(names):
-        cx, cy = SLOTS[(intent + i * 2 + app) % len(SLOTS)]
+        cx, cy = SLOTS[(intent * 2 + i + app) % len(SLOTS)]  # 4 candidates, 4 distinct slots
         out.append((name, (cx - ELEMENT[0] // 2, cy - ELEMENT[1] // 2, cx + ELEMENT[0] // 2, cy + ELEMENT[1] // 2)))
     return out
 
@@ -135,12 +138,19 @@ def synth(out: str | Path, users: int = 12, episodes: int = 50, seed: int = 0, s
     base = datetime(2025, 3, 1, 9, 0, 0)
     n_eps, planted = 0, {}
     defect_queue = list(DEFECTS) if defects else []
+    # test users' habits: one random permutation of the candidates per intent, user k takes its k-th entry
+    perm_rng = random.Random(seed + 7919)
+    test_perm = {key: perm_rng.sample(range(4), 4) for key in intents}
+    dialog_perm = perm_rng.sample(range(len(DIALOG_BUTTONS)), len(DIALOG_BUTTONS))
     for u_idx, uid in enumerate(ids):
-        w, h = PHONES[u_idx % len(PHONES)]
+        w, h = PHONES[0 if u_idx < test_users else u_idx % len(PHONES)]  # test users: one phone, the same screens
         w, h = max(64, int(w * scale)), max(64, int(h * scale))
         # preferred element per intent: many people tap the obvious one (element 0), the rest their own
         habit = {key: 0 if rng.random() < common else rng.randrange(1, 4) for key in intents}
         dialog_habit = rng.randrange(len(DIALOG_BUTTONS))
+        if u_idx < test_users:  # drawn above all the same, so the other users' streams do not move
+            habit = {key: test_perm[key][u_idx % 4] for key in intents}
+            dialog_habit = dialog_perm[u_idx % len(DIALOG_BUTTONS)]
         udir = out / str(uid) / str(uid) if u_idx % 4 == 3 else out / str(uid)  # some users nested
         n_user_eps = (test_episodes or episodes) if u_idx < test_users else episodes
         for e in range(n_user_eps):

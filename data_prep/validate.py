@@ -3,7 +3,8 @@
 Usage: ``python -m data_prep validate --data DATA``  (exit 1 with a per-reason report on any error)
 
 Checks: image exists and decodes, recorded size matches the file, point inside the image, grid
-point equals to_grid(px), and each exported answer text carries the sample's point (a run that
+point equals to_grid(px), and each exported answer text carries the sample's point in its model
+family's coordinates (every DATA/swift*/ export, by the family its export.json records; a run that
 trains on coordinates not matching the images learns nothing useful, at 99% token accuracy).
 """
 from __future__ import annotations
@@ -14,8 +15,9 @@ from pathlib import Path
 from PIL import Image
 from tqdm import tqdm
 
+from .family import DEFAULT, get
 from .fingertip import load_samples
-from .io import read_jsonl
+from .io import read_json, read_jsonl
 from .schema import Sample, answer_text, to_grid
 
 
@@ -51,7 +53,7 @@ def validate(data: str | Path, progress: bool = True) -> dict:
             errors[reason] += 1
             examples.setdefault(reason, []).append(s.id)
     rows = 0
-    for jl in sorted((data / "swift").rglob("*.jsonl")) if (data / "swift").is_dir() else []:
+    for jl, fam, budget in _exported(data):
         ids_path = jl.with_suffix(".ids")
         ids = ids_path.read_text(encoding="utf-8").splitlines() if ids_path.exists() else None
         lines = read_jsonl(jl)
@@ -67,7 +69,7 @@ def validate(data: str | Path, progress: bool = True) -> dict:
                 reason = "export_unknown_sample"
             elif row["images"] != [s.image]:
                 reason = "export_image_mismatch"
-            elif answer != answer_text(s.content, s.x, s.y):
+            elif answer != answer_text(s.content, *fam.answer_point(s, budget)):
                 reason = "export_answer_mismatch"
             else:
                 continue
@@ -75,3 +77,13 @@ def validate(data: str | Path, progress: bool = True) -> dict:
             examples.setdefault(reason, []).append(f"{jl}:{line_no}")
     return {"samples": len(by_id), "swift_rows": rows, "errors": dict(errors),
             "examples": {k: v[:10] for k, v in examples.items()}}
+
+
+def _exported(data: Path):
+    """(jsonl, family, image budget) of every export under DATA (swift/, swift_<family>/)."""
+    for d in sorted(p for p in data.glob("swift*") if p.is_dir()):
+        man = d / "export.json"
+        settings = read_json(man).get("settings", {}) if man.exists() else {}
+        fam, budget = get(settings.get("family", DEFAULT)), settings.get("image_max_token_num", 0)
+        for jl in sorted(d.rglob("*.jsonl")):
+            yield jl, fam, budget

@@ -21,6 +21,9 @@ MIN_AUTO = 1
 # Measured with bench/memory_fit.py (prefill_act_coef), 8B-shaped Qwen3-VL, bf16, sdpa, Liger, GPU patches,
 # one H100: peak allocated minus weights minus KV, per row and prompt token: 24.4 at batch 8, 20.5 at 32.
 PREFILL_ACT_COEF = 24.0
+# Qwen2.5-VL-7B shape (text model_type qwen2_5_vl_text; MLP 5.3x hidden, window-attention ViT), one H100:
+# 61.5 at batch 8, 47.9 at 32 (bench/results/memory_fit_cuda_h100_q25vl7b.json): planned at 24 it took 97 %.
+PREFILL_ACT_COEFS = {"qwen2_5_vl_text": 62.0}
 PROMPT_SLACK = 32  # tokens above the encoded longest prompt (instructions differ in length)
 # What the allocator reserves beyond the weights, against the rows' estimate (cached blocks, fragmentation,
 # the next batch's patches from the prefetching thread), fitted on one H100, 8B shape, prompt 1,083 + 32
@@ -39,7 +42,8 @@ def kv_bytes_per_token(text_config: dict, dtype_bytes: int = 2) -> int:
 
 
 def act_bytes_per_row(text_config: dict, prompt_tokens: int, dtype_bytes: int = 2) -> int:
-    return int(PREFILL_ACT_COEF * prompt_tokens * text_config["hidden_size"] * dtype_bytes)
+    coef = PREFILL_ACT_COEFS.get(text_config.get("model_type"), PREFILL_ACT_COEF)
+    return int(coef * prompt_tokens * text_config["hidden_size"] * dtype_bytes)
 
 
 def row_bytes(text_config: dict, prompt_tokens: int, new_tokens: int, dtype_bytes: int = 2) -> int:

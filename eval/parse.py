@@ -4,8 +4,8 @@ Usage: ``parse_point("```grounding\\n[512, 300]\\n```") -> (512.0, 300.0)``;
 ``parse_point_pigg(text) -> (x, y)`` (never None: PIGG's (0, 0) fallback)
 
 The corrected parser accepts what models really emit, prefers the ``grounding`` block over
-numbers elsewhere, takes a box's centre, reads floats and negatives, clamps to [0, 1000], and
-returns None when there is no point (counted as a parse failure, never scored as (0, 0)).
+numbers elsewhere, takes a box's centre, reads floats and negatives, clamps to [0, 1000] (unless
+asked not to: a family answering in pixels is converted first), and returns None when there is no point (counted as a parse failure, never scored as (0, 0)).
 Imports no torch: usable on predictions produced anywhere.
 """
 from __future__ import annotations
@@ -28,17 +28,13 @@ _GROUP = re.compile(rf"[\[\(]\s*({NUM}(?:\s*,\s*{NUM}){{1,3}})\s*[\]\)]")
 _NUMS = re.compile(NUM)
 
 
-def _clamp(v: float) -> float:
-    return min(max(float(v), 0.0), float(GRID))
-
-
 def _from_numbers(nums: list[str]) -> Point | None:
     """2 numbers -> point; 4 -> box centre; anything else -> None."""
     vals = [float(n) for n in nums]
     if len(vals) == 2:
-        return _clamp(vals[0]), _clamp(vals[1])
+        return vals[0], vals[1]
     if len(vals) == 4:
-        return _clamp((vals[0] + vals[2]) / 2), _clamp((vals[1] + vals[3]) / 2)
+        return (vals[0] + vals[2]) / 2, (vals[1] + vals[3]) / 2
     return None
 
 
@@ -75,7 +71,16 @@ def _structured(text: str) -> Point | None:
     return None
 
 
-def parse_point(text: str | None) -> Point | None:
+def parse_point(text: str | None, clamp: bool = True) -> Point | None:
+    """The answer's point; ``clamp``: onto [0, 1000] (the grid); False: as written (a family that answers in
+    pixels converts it first: data_prep/family.py)."""
+    p = _parse(text)
+    if p is None or not clamp:
+        return p
+    return min(max(p[0], 0.0), float(GRID)), min(max(p[1], 0.0), float(GRID))
+
+
+def _parse(text: str | None) -> Point | None:
     if not text:
         return None
     for m in _FENCE.finditer(text):  # PIGG's answer format first

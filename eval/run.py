@@ -25,6 +25,7 @@ import time
 from pathlib import Path
 
 from data_prep.config import add_config_args, load_experiment
+from data_prep.family import DEFAULT, Family, check_model_folder, family, get as get_family
 from data_prep.io import atomic_open, dumps, read_jsonl, write_json
 from data_prep.schema import from_grid
 
@@ -32,6 +33,7 @@ from .elements import element_hit
 from .memory import PROMPT_SLACK, gib
 from .metrics import score
 from .parse import parse_point, parse_point_pigg, parse_referring
+from .profiles import PROFILES, Profile, get as get_profile, user_text
 
 PRED_FILE = "predictions.jsonl"
 
@@ -76,12 +78,36 @@ def sample_index(cfg: dict) -> dict[str, dict]:
     return {s.id: s.to_dict() for ss in load_samples(cfg["paths"]["data"]).values() for s in ss}
 
 
-def make_record(sid: str, row: dict, text: str, meta: dict | None) -> dict:
+class Reader:
+    """How a model's answer becomes a point on PIGG's 0-1000 grid of the original screenshot: the eval
+    profile's parser (eval/profiles.py), then the model family's conversion (data_prep/family.py) at the
+    experiment's image budget. The default (qwen3_vl, harness) is the corrected parser as it always was."""
+
+    def __init__(self, fam: Family | None = None, budget: int = 0, profile: Profile | None = None):
+        self.fam, self.budget, self.profile = fam or get_family(DEFAULT), budget, profile or PROFILES["harness"]
+
+    def points(self, sid: str, text: str, meta: dict | None):
+        """(corrected point, PIGG-compatible point), both on the grid."""
+        raw = self.profile.parser(text)
+        if self.fam.coords == "grid":
+            return self.fam.to_grid(raw, 0, 0, 0), list(parse_point_pigg(text))
+        if meta is None:
+            raise ValueError(f"{sid}: no sample record (DATA/samples) to convert a {self.fam.name} answer in pixels "
+                             "of the resized screenshot to the grid; re-run `python -m data_prep build`")
+        w, h = meta["width"], meta["height"]
+        return (self.fam.to_grid(raw, w, h, self.budget),
+                list(self.fam.to_grid(parse_point_pigg(text), w, h, self.budget, clamp=False)))
+
+    def messages(self, row: dict, meta: dict | None) -> list[dict]:
+        return user_text(self.profile, row, (meta or {}).get("instruction", ""))
+
+
+def make_record(sid: str, row: dict, text: str, meta: dict | None, reader: Reader | None = None) -> dict:
     gt_text = row["messages"][-1]["content"]
     gt = parse_point(gt_text)
-    pred = parse_point(text)
+    pred, pred_pigg = (reader or Reader()).points(sid, text, meta)
     rec = {"id": sid, "raw": text, "pred": list(pred) if pred else None,
-           "pred_pigg": list(parse_point_pigg(text)), "gt": list(gt) if gt else None,
+           "pred_pigg": pred_pigg, "gt": list(gt) if gt else None,
            "gt_ref": parse_referring(gt_text), "pred_ref": parse_referring(text),
            "status": "ok" if pred else "no_point", "image": row["images"][0]}
     if meta:
@@ -123,10 +149,12 @@ def quantization_of(adapters: list[str]):
 
 
 def build_engine(model: str, adapters: list[str], batch_size: int, device: str, overrides: dict | None = None,
-                 gqa_decode: bool = False, liger_kernel: bool = False, gpu_preprocess: bool = False):
+                 gqa_decode: bool = False, liger_kernel: bool = False, gpu_preprocess: bool = False,
+                 model_type: str = "qwen3_vl", template_type: str | None = None):
     """swift's TransformersEngine on one device; ``gqa_decode``: decode steps through eval/gqa_decode.py;
     ``liger_kernel``: Liger's Triton RMSNorm / RoPE / SwiGLU in the language model (GPU only);
-    ``gpu_preprocess``: the image processor rescales, normalises and cuts patches on the GPU (GPU only)."""
+    ``gpu_preprocess``: the image processor rescales, normalises and cuts patches on the GPU (GPU only);
+    ``model_type`` / ``template_type``: swift's, for a raw model folder (the experiment's model.family)."""
     import torch
     from swift.infer_engine import TransformersEngine
 
@@ -146,7 +174,9 @@ def build_engine(model: str, adapters: list[str], batch_size: int, device: str, 
                   torch_dtype=torch.float32 if on_cpu else torch.bfloat16,
                   device_map="cpu" if on_cpu else "cuda:0", **(overrides or {}))
     if not (Path(model) / "args.json").exists():
-        kwargs["model_type"] = "qwen3_vl"  # a raw model folder; a swift checkpoint names its own
+        kwargs["model_type"] = model_type  # a raw model folder; a swift checkpoint names its own
+        if template_type:
+            kwargs["template_type"] = template_type
     tokens = adapter_args(adapters).get("new_special_tokens")
     if tokens:  # the user-token method's <user_U>: the same tokenizer (and embedding size) as in training
         kwargs["new_special_tokens"] = tokens
@@ -176,14 +206,16 @@ def apply_liger(model) -> None:
 def generate(engine, rows: list[tuple[str, dict]], pred_file: Path, batch_size: int, max_new_tokens: int,
              meta: dict[str, dict], progress: bool = True, extra: dict | None = None, workers: int = 0,
              pin_memory: bool | None = None, prefetch: int = 0, graphs: bool = False,
-             reserve_new_tokens: int | None = None, long_batch_size: int | None = None) -> dict:
+             reserve_new_tokens: int | None = None, long_batch_size: int | None = None,
+             reader: Reader | None = None) -> dict:
     """Answer the rows not yet in pred_file, in batches, appending each batch as it finishes.
     ``workers`` processes or ``prefetch`` threads encode the next batches while this one generates
     (eval/batches.py); ``graphs``: decode steps from a CUDA graph over a static cache (eval/cuda_graphs.py).
     ``reserve_new_tokens`` (< max_new_tokens): a batch is answered up to that many tokens (the static cache
     reserves no more); its rows still going then are answered again alone, dynamic cache and no graph, up
     to ``max_new_tokens``, ``long_batch_size`` rows at a time (greedy: the same answers, memory bounded by
-    the reserve). A CUDA out-of-memory error halves the batch and redoes the batch it hit: nothing is
+    the reserve). ``reader``: the prompt sent and how the answer is read (family, eval profile; default
+    the exported prompt, qwen3_vl). A CUDA out-of-memory error halves the batch and redoes the batch it hit: nothing is
     written twice or lost. Returns {"samples", "seconds", "input_wait_s", "decode_steps", "long_rows",
     "batch_sizes"}: with ``graphs`` the decode steps run eagerly / replayed; ``batch_sizes`` each size used."""
     import torch
@@ -202,8 +234,8 @@ def generate(engine, rows: list[tuple[str, dict]], pred_file: Path, batch_size: 
     long_batch_size = long_batch_size or batch_size
     # similar sizes together: less padding (screens of one phone share a token count)
     order = sorted(rows, key=lambda r: (meta.get(r[0], {}).get("width", 0) * meta.get(r[0], {}).get("height", 0)))
-    reqs = [InferRequest(messages=[m for m in row["messages"] if m["role"] != "assistant"], images=row["images"])
-            for _, row in order]
+    reader = reader or Reader()
+    reqs = [InferRequest(messages=reader.messages(row, meta.get(sid)), images=row["images"]) for sid, row in order]
     bar = tqdm(total=len(order), desc=f"eval {pred_file.parent.name}", unit="sample", disable=not progress)
     t0, pos = time.time(), 0  # rows go in order: order[:pos] are written
     with open(pred_file, "a", encoding="utf-8") as f:
@@ -224,7 +256,7 @@ def generate(engine, rows: list[tuple[str, dict]], pred_file: Path, batch_size: 
                     for i, resp in zip(chunk, resps):
                         sid, row = order[base + i]
                         text = resp.choices[0].message.content or ""
-                        f.write(dumps(make_record(sid, row, text, meta.get(sid))) + "\n")
+                        f.write(dumps(make_record(sid, row, text, meta.get(sid), reader)) + "\n")
                     f.flush()
                     pos = base + chunk[-1] + 1
                     bar.update(len(chunk))
@@ -288,7 +320,7 @@ CPU_AUTO_BATCH = 32  # eval.batch_size: auto off a GPU (the tiny model; memory i
 
 
 def plan_batch(engine, rows: list[tuple[str, dict]], meta: dict, batch_size, max_new_tokens: int,
-               reserve_new_tokens: int) -> dict:
+               reserve_new_tokens: int, reader: Reader | None = None) -> dict:
     """eval.batch_size: auto -> the batch for the first pass (KV reserved for ``reserve_new_tokens``) and
     for rows answered again up to ``max_new_tokens``, from the card's free memory (eval/memory.py); a
     number stands for both. The prompt length is the encoded largest screenshot's."""
@@ -304,9 +336,9 @@ def plan_batch(engine, rows: list[tuple[str, dict]], meta: dict, batch_size, max
     from .memory import batch_plan, card_limit_bytes
 
     area = lambda r: meta.get(r[0], {}).get("width", 0) * meta.get(r[0], {}).get("height", 0)  # noqa: E731
-    _, row = max(rows, key=area)
+    sid, row = max(rows, key=area)
     enc = prepare_template(engine).encode(InferRequest(
-        messages=[m for m in row["messages"] if m["role"] != "assistant"], images=row["images"]))
+        messages=(reader or Reader()).messages(row, meta.get(sid)), images=row["images"]))
     prompt = len(enc["input_ids"]) + PROMPT_SLACK
     free, total = torch.cuda.mem_get_info()
     card = min(card_limit_bytes() or total, total)
@@ -337,11 +369,14 @@ def _worker(args, cfg, jobs, shard: int, num_shards: int, device: str) -> None:
     ev = cfg["eval"]
     if device != "cpu":
         cap_card()
+    fam = family(cfg)
+    reader = Reader(fam, cfg["image_max_token_num"], get_profile(ev["profile"], fam.name))
     engine = build_engine(args.model, args.adapters, CPU_AUTO_BATCH if args.batch_size == "auto" else args.batch_size,
                           device, ev["overrides"], gqa_decode=ev["gqa_decode"], liger_kernel=ev["liger_kernel"],
-                          gpu_preprocess=ev["gpu_preprocess"])
+                          gpu_preprocess=ev["gpu_preprocess"], model_type=fam.model_type,
+                          template_type=fam.template)
     plan = plan_batch(engine, [r for m, _ in todo for r in m], meta, args.batch_size, args.max_new_tokens,
-                      ev["reserve_new_tokens"])
+                      ev["reserve_new_tokens"], reader)
     if plan["auto"]:
         first = plan.get("first")
         print(f"eval.batch_size auto: {plan['batch_size']} rows"
@@ -353,7 +388,8 @@ def _worker(args, cfg, jobs, shard: int, num_shards: int, device: str) -> None:
     for mine, out in todo:
         st = generate(engine, mine, out / name, plan["batch_size"], args.max_new_tokens, meta, workers=ev["workers"],
                       prefetch=ev["prefetch"], graphs=ev["cuda_graphs"] and engine.model.device.type == "cuda",
-                      reserve_new_tokens=ev["reserve_new_tokens"], long_batch_size=plan["long_batch_size"])
+                      reserve_new_tokens=ev["reserve_new_tokens"], long_batch_size=plan["long_batch_size"],
+                      reader=reader)
         plan["batch_size"], plan["long_batch_size"] = st["batch_sizes"][-1], min(plan["long_batch_size"], st["batch_sizes"][-1])
         write_json(out / f"eval_stats{'' if num_shards == 1 else f'.shard{shard}'}.json", {
             **st, "plan": plan, "peak_bytes": peak_memory()})
@@ -391,6 +427,13 @@ def run(args) -> list[dict]:
     jobs = [(Path(d), Path(o)) for d, o in zip(args.data, args.out)]
     devices = [d for d in str(args.devices).split(",") if d]
     ev = cfg["eval"]
+    try:
+        get_profile(ev["profile"], cfg["model"]["family"])
+    except ValueError as e:
+        raise SystemExit(f"{cfg['config_path']}: {e}") from None
+    bad = check_model_folder(args.model, family(cfg), "--model")
+    if bad:
+        raise SystemExit(f"{cfg['config_path']}: {bad}")
     if ev["workers"] > 0 and ev["prefetch"] > 0:
         raise SystemExit(f"{cfg['config_path']}: eval.workers={ev['workers']} and eval.prefetch={ev['prefetch']} both "
                          "encode the next batches (processes / threads): set one of them to 0")

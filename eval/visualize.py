@@ -5,7 +5,9 @@ Usage: python -m eval.visualize --config EXP [--run eval/vanilla | person_lora] 
 
 The δ region is drawn as what the metric accepts: distance ≤ δ on the 0-1000 grid is an ellipse
 of δ/1000 of the width by δ/1000 of the height around the GT point (PIGG drew a circle, which
-does not match its own metric). Green if the prediction is a hit, red if not. Output:
+does not match its own metric). Green if the prediction is a hit, red if not. A family that answers in
+pixels of the resized screenshot (data_prep/family.py) also gets its answer as written, with that size.
+Output:
 runs/<exp>/visualizations/<run>/user<U>_<n>.png.
 """
 from __future__ import annotations
@@ -18,12 +20,14 @@ from pathlib import Path
 from PIL import Image, ImageDraw
 
 from data_prep.config import add_config_args, load_experiment, run_dir
+from data_prep.family import Family, family
 from data_prep.schema import from_grid
 
 from .metrics import is_hit, l2
+from .parse import parse_point
 
 
-def draw(rec: dict, delta: float, out: Path) -> Path:
+def draw(rec: dict, delta: float, out: Path, fam: Family | None = None, budget: int = 0) -> Path:
     with Image.open(rec["image"]) as im:
         im = im.convert("RGB")
     w, h = im.size
@@ -41,6 +45,9 @@ def draw(rec: dict, delta: float, out: Path) -> Path:
         d.ellipse((px - r, py - r, px + r, py + r), fill=(230, 20, 20, 255))
     im = Image.alpha_composite(im.convert("RGBA"), overlay).convert("RGB")
     label = f"GT {rec['gt']} pred {rec['pred']} {'HIT' if hit else 'MISS'}"
+    if fam is not None and fam.coords == "pixels":
+        said = parse_point(rec.get("raw"), clamp=False)
+        label += f"\n{fam.name} answer {said and [round(v) for v in said]} in {'x'.join(map(str, fam.resized(w, h, budget)))} px"
     ImageDraw.Draw(im).text((4, 4), label, fill=(0, 0, 0))
     out.parent.mkdir(parents=True, exist_ok=True)
     im.save(out)
@@ -81,7 +88,7 @@ def main(argv=None) -> int:
                     print(f"error: user {u} has {len(recs)} samples; no index {i}", file=sys.stderr)
                     return 2
                 out = run_dir(cfg, "visualizations", a.run.replace("/", "_"), f"user{u}_{i}.png")
-                written.append(draw(recs[i], cfg["eval"]["delta"], out))
+                written.append(draw(recs[i], cfg["eval"]["delta"], out, family(cfg), cfg["image_max_token_num"]))
     except FileNotFoundError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -1,13 +1,16 @@
-"""Build a tiny random Qwen3-VL model folder that ms-swift and transformers load like the real 8B.
+"""Build a tiny random Qwen3-VL (or Qwen2.5-VL) model folder that ms-swift and transformers load like the real one.
 
-Usage: python scripts/build_tiny_model.py --out DIR [--hidden 64 --layers 2] [--shape 8b]
+Usage: python scripts/build_tiny_model.py --out DIR [--family qwen3_vl|qwen2_5_vl] [--shape tiny|8b|7b]
 
 Same architecture and processing as Qwen3-VL-8B-Instruct (patch 16, spatial merge 2, temporal
-patch 2, interleaved M-RoPE, DeepStack, vocab 151936) but a few MB of random weights. The
+patch 2, interleaved M-RoPE, DeepStack, vocab 151936) or, with ``--family qwen2_5_vl``, as
+Qwen2.5-VL-7B-Instruct (patch 14, merge 2, window attention in the ViT, M-RoPE, vocab 152064, CLIP
+normalisation), but a few MB of random weights. The
 tokenizer is a byte-level BPE trained here on the project's prompt/answer text with Qwen2's
 pre-tokenizer (digits split one by one), padded so that every Qwen special token sits at its real
-id (ms-swift hard-codes <|image_pad|> = 151655 and <|video_pad|> = 151656). ``--shape 8b`` builds
-the real 8B shapes with random weights instead (for GPU benchmarks; ~17 GB in bf16).
+id (ms-swift hard-codes <|image_pad|> = 151655 and <|video_pad|> = 151656). ``--shape 8b`` (Qwen3-VL)
+or ``--shape 7b`` (Qwen2.5-VL) builds the real shapes with random weights instead (GPU benchmarks; ~17 /
+~16 GB in bf16).
 """
 from __future__ import annotations
 
@@ -15,6 +18,8 @@ import argparse
 import json
 import sys
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # data_prep, run as a script
 
 QWEN_SPECIAL = [  # id 151643 onwards, in order (Qwen2.5 / Qwen3 tokenizers)
     "<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|object_ref_start|>", "<|object_ref_end|>",
@@ -24,7 +29,7 @@ QWEN_SPECIAL = [  # id 151643 onwards, in order (Qwen2.5 / Qwen3 tokenizers)
     "<|repo_name|>", "<|file_sep|>", "<tool_response>", "</tool_response>", "<think>", "</think>",
 ]
 FIRST_SPECIAL = 151643
-VOCAB = 151936
+VOCAB = {"qwen3_vl": 151936, "qwen2_5_vl": 152064}
 
 # ChatML with Qwen-VL image/video placeholders (the real template also handles tools and
 # thinking; ms-swift uses its own qwen3_vl template for training and inference anyway).
@@ -41,7 +46,7 @@ CHAT_TEMPLATE = (
     "{%- if add_generation_prompt -%}<|im_start|>assistant\n{%- endif -%}"
 )
 
-SHAPES = {
+SHAPES = {  # Qwen3-VL
     "tiny": dict(text=dict(hidden_size=64, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
                            head_dim=16, intermediate_size=128, mrope_section=[4, 2, 2]),
                  vision=dict(depth=2, hidden_size=32, intermediate_size=64, num_heads=2,
@@ -51,18 +56,27 @@ SHAPES = {
                vision=dict(depth=27, hidden_size=1152, intermediate_size=4304, num_heads=16,
                            deepstack_visual_indexes=[8, 16, 24])),
 }
+SHAPES_25 = {  # Qwen2.5-VL (head_dim = hidden / heads; ViT window attention except the full-attention blocks)
+    "tiny": dict(text=dict(hidden_size=64, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
+                           intermediate_size=128, mrope_section=[2, 3, 3]),
+                 vision=dict(depth=2, hidden_size=32, intermediate_size=64, num_heads=2, fullatt_block_indexes=[1])),
+    "7b": dict(text=dict(hidden_size=3584, num_hidden_layers=28, num_attention_heads=28, num_key_value_heads=4,
+                         intermediate_size=18944, mrope_section=[16, 24, 24]),
+               vision=dict(depth=32, hidden_size=1280, intermediate_size=3420, num_heads=16,
+                           fullatt_block_indexes=[7, 15, 23, 31])),
+}
+FAMILY_SHAPES = {"qwen3_vl": SHAPES, "qwen2_5_vl": SHAPES_25}
 
 
-def corpus() -> list[str]:
+def corpus(prompt: str = "pigg") -> list[str]:
     """Text the tokenizer is trained on: the prompt, answers, synthetic intents/elements, digits."""
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
     from data_prep.schema import answer_text, prompt_text
     from data_prep.synth import APPS
 
-    lines = [prompt_text("x"), "You are a helpful assistant.", "user", "assistant", "system"]
+    lines = [prompt_text("x", prompt), "You are a helpful assistant.", "user", "assistant", "system"]
     for app in APPS:
         for intent, elements in app["intents"]:
-            lines.append(prompt_text(intent))
+            lines.append(prompt_text(intent, prompt))
             for el in elements:
                 lines.append(answer_text(el, 123, 456))
     lines += [" ".join(str(i) for i in range(1001)), "[0, 0] (0, 0) point_2d bbox_2d click start_box"]
@@ -70,7 +84,7 @@ def corpus() -> list[str]:
     return lines
 
 
-def build_tokenizer(vocab_size: int = 3000):
+def build_tokenizer(vocab_size: int = 3000, prompt: str = "pigg"):
     from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers.models.qwen2.tokenization_qwen2 import PRETOKENIZE_REGEX, Qwen2Tokenizer
     from tokenizers import AddedToken
@@ -83,7 +97,7 @@ def build_tokenizer(vocab_size: int = 3000):
     tok.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(vocab_size=vocab_size, initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
                                   show_progress=False)
-    tok.train_from_iterator(corpus() * 4, trainer=trainer)
+    tok.train_from_iterator(corpus(prompt) * 4, trainer=trainer)
     state = json.loads(tok.to_str())["model"]
     vocab, merges = dict(state["vocab"]), state["merges"]
     merges = [tuple(m) if isinstance(m, list) else tuple(m.split(" ")) for m in merges]
@@ -102,9 +116,20 @@ def build_tokenizer(vocab_size: int = 3000):
     return qtok
 
 
-def build_processor(tokenizer):
-    from transformers import Qwen3VLProcessor
+def build_processor(tokenizer, family: str = "qwen3_vl"):
     from transformers import Qwen2VLImageProcessor
+
+    if family == "qwen2_5_vl":  # Qwen2.5-VL-7B-Instruct's preprocessor_config.json
+        from transformers import Qwen2_5_VLProcessor
+        from transformers.models.qwen2_vl.video_processing_qwen2_vl import Qwen2VLVideoProcessor
+
+        common = dict(patch_size=14, temporal_patch_size=2, merge_size=2,
+                      image_mean=[0.48145466, 0.4578275, 0.40821073], image_std=[0.26862954, 0.26130258, 0.27577711])
+        image = Qwen2VLImageProcessor(size={"shortest_edge": 3136, "longest_edge": 12845056}, **common)
+        video = Qwen2VLVideoProcessor(size={"shortest_edge": 3136, "longest_edge": 12845056}, **common)
+        return Qwen2_5_VLProcessor(image_processor=image, tokenizer=tokenizer, video_processor=video,
+                                   chat_template=CHAT_TEMPLATE)
+    from transformers import Qwen3VLProcessor
     from transformers.models.qwen3_vl.video_processing_qwen3_vl import Qwen3VLVideoProcessor
 
     common = dict(patch_size=16, temporal_patch_size=2, merge_size=2, image_mean=[0.5, 0.5, 0.5],
@@ -115,13 +140,15 @@ def build_processor(tokenizer):
                             chat_template=CHAT_TEMPLATE)
 
 
-def build_config(shape: str):
+def build_config(shape: str, family: str = "qwen3_vl"):
+    if family == "qwen2_5_vl":
+        return build_config_25(shape)
     from transformers import Qwen3VLConfig
 
     s = SHAPES[shape]
     t = dict(s["text"])
     mrope = t.pop("mrope_section")
-    text = dict(vocab_size=VOCAB, max_position_embeddings=262144, rms_norm_eps=1e-6, hidden_act="silu",
+    text = dict(vocab_size=VOCAB[family], max_position_embeddings=262144, rms_norm_eps=1e-6, hidden_act="silu",
                 rope_parameters={"rope_type": "default", "rope_theta": 5000000.0, "mrope_section": mrope,
                                  "mrope_interleaved": True}, bos_token_id=151643, eos_token_id=151645, **t)
     vision = dict(patch_size=16, spatial_merge_size=2, temporal_patch_size=2, in_channels=3,
@@ -132,29 +159,57 @@ def build_config(shape: str):
                          tie_word_embeddings=shape == "tiny")
 
 
-def build(out: str | Path, shape: str = "tiny", seed: int = 0, dtype: str = "bfloat16", device: str = "cpu") -> Path:
-    import torch
-    from transformers import GenerationConfig, Qwen3VLForConditionalGeneration
+def build_config_25(shape: str):
+    from transformers import Qwen2_5_VLConfig
 
+    s = SHAPES_25[shape]
+    t = dict(s["text"])
+    mrope = t.pop("mrope_section")
+    text = dict(vocab_size=VOCAB["qwen2_5_vl"], max_position_embeddings=128000, rms_norm_eps=1e-6, hidden_act="silu",
+                rope_parameters={"rope_type": "default", "rope_theta": 1000000.0, "mrope_section": mrope},
+                bos_token_id=151643, eos_token_id=151645, **t)
+    vision = dict(patch_size=14, spatial_merge_size=2, temporal_patch_size=2, in_channels=3, window_size=112,
+                  out_hidden_size=t["hidden_size"], hidden_act="silu", tokens_per_second=2, **s["vision"])
+    return Qwen2_5_VLConfig(text_config=text, vision_config=vision, image_token_id=151655, video_token_id=151656,
+                            vision_start_token_id=151652, vision_end_token_id=151653,
+                            tie_word_embeddings=shape == "tiny")
+
+
+def model_class(family: str):
+    import transformers
+
+    return {"qwen3_vl": transformers.Qwen3VLForConditionalGeneration,
+            "qwen2_5_vl": transformers.Qwen2_5_VLForConditionalGeneration}[family]
+
+
+def build(out: str | Path, shape: str = "tiny", seed: int = 0, dtype: str = "bfloat16", device: str = "cpu",
+          family: str = "qwen3_vl") -> Path:
+    import torch
+    from transformers import GenerationConfig
+
+    if shape not in FAMILY_SHAPES[family]:
+        raise SystemExit(f"--shape {shape}: {family} has shapes {sorted(FAMILY_SHAPES[family])}")
     out = Path(out).resolve()
     torch.manual_seed(seed)
-    config = build_config(shape)
+    config = build_config(shape, family)
     config.dtype = dtype
     # Initialise in float32 (as transformers does) and cast; only the 8B shape is built in its target
     # dtype directly, to avoid a 32 GB float32 copy. (Initialising the tiny model in bf16 draws other
     # weights for the same seed: the demo's figures in README.md are for the float32-initialised one.)
-    init_dtype = getattr(torch, dtype) if shape == "8b" else torch.float32
+    init_dtype = getattr(torch, dtype) if shape != "tiny" else torch.float32
     old = torch.get_default_dtype()
     torch.set_default_dtype(init_dtype)
     try:
         with torch.device(device):
-            model = Qwen3VLForConditionalGeneration(config).to(getattr(torch, dtype))
+            model = model_class(family)(config).to(getattr(torch, dtype))
     finally:
         torch.set_default_dtype(old)
     model.generation_config = GenerationConfig(bos_token_id=151643, eos_token_id=[151645, 151643],
                                                pad_token_id=151643, do_sample=False)
     model.save_pretrained(out)
-    build_processor(build_tokenizer()).save_pretrained(out)
+    from data_prep.family import get
+
+    build_processor(build_tokenizer(prompt=get(family).prompt), family).save_pretrained(out)
     return out
 
 
@@ -187,7 +242,8 @@ def write_shapes(out: str | Path, shape: str = "8b") -> Path:
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--out", required=True)
-    p.add_argument("--shape", choices=sorted(SHAPES), default="tiny")
+    p.add_argument("--family", choices=sorted(FAMILY_SHAPES), default="qwen3_vl")
+    p.add_argument("--shape", choices=sorted({k for v in FAMILY_SHAPES.values() for k in v}), default="tiny")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--dtype", default="bfloat16")
     p.add_argument("--device", default="cpu")
@@ -196,7 +252,7 @@ def main(argv=None):
     if (Path(a.out) / "config.json").exists() and not a.force:
         print(f"{a.out}: model already there (use --force to rebuild)")
         return
-    path = build(a.out, a.shape, a.seed, a.dtype, a.device)
+    path = build(a.out, a.shape, a.seed, a.dtype, a.device, a.family)
     size = sum(f.stat().st_size for f in path.iterdir()) / 2**20
     print(f"wrote {path} ({size:.1f} MiB)")
 

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The whole PIGG protocol on the embedded default (synthetic FingerTip data + tiny random Qwen3-VL, CPU),
-# through the same launchers a GPU user runs; only the experiment config differs.
+# through the same launchers a GPU user runs; only the experiment config differs
+# (--config swift_configs/experiments/demo_qwen25.yaml: the same on a tiny Qwen2.5-VL, pixel answers).
 # Re-running resumes finished stages; --fresh starts over; --user-tokens adds the one-model method
 # (user tags: special tokens and text, and the pooled control; ~4 more minutes on 2 cores).
 # Usage: bash scripts/demo.sh [--fresh] [--user-tokens] [--config swift_configs/experiments/demo.yaml]
@@ -22,6 +23,7 @@ export HF_HUB_OFFLINE=1 MODELSCOPE_OFFLINE=1 PYTHONPATH="$PWD${PYTHONPATH:+:$PYT
 PY=${PYTHON:-python3}
 path() { "$PY" -c "from data_prep.config import load_experiment as L; print(L('$CFG')$1)"; }
 RAW=$(path "['paths']['raw']"); DATA=$(path "['paths']['data']"); MODEL=$(path "['paths']['model']")
+FAMILY=$(path "['model']['family']")
 RUNS=$(path "['paths']['runs']")/$(path "['name']")
 START=$(date +%s)
 stage() { echo; echo "=== [$(( $(date +%s) - START ))s] $*"; }
@@ -39,8 +41,8 @@ stage "1/6 synthetic FingerTip-layout data -> samples -> swift JSONL"
 "$PY" -m data_prep export --config "$CFG" > /dev/null
 run data_validate "$PY" -m data_prep validate --config "$CFG"
 echo "data: $DATA (report.json lists every skipped step by reason)"
-stage "2/6 tiny random Qwen3-VL"
-"$PY" scripts/build_tiny_model.py --out "$MODEL"
+stage "2/6 tiny random model ($FAMILY)"
+"$PY" scripts/build_tiny_model.py --out "$MODEL" --family "$FAMILY"
 stage "3/6 vanilla eval"
 run vanilla bash scripts/1_vanilla_eval.sh cpu --config "$CFG"
 stage "4/6 global full fine-tuning + eval"

@@ -24,7 +24,8 @@ from pathlib import Path
 import yaml
 
 from data_prep.config import ConfigError, add_config_args, load_experiment, parse_override, run_dir
-from data_prep.export import swift_paths, token_paths
+from data_prep.family import check_model_folder, family
+from data_prep.export import swift_dir, swift_paths, token_paths
 from data_prep.rundir import marker_checkpoint
 
 from .argtable import load as load_table
@@ -33,7 +34,7 @@ TEMPLATES = Path(__file__).with_name("templates")
 OFFLOAD_OPTIMIZER = Path(__file__).with_name("deepspeed") / "zero3_offload_optimizer.json"  # swift's zero3 + CPU AdamW
 PASS_THROUGH_ENV = ("NNODES", "NODE_RANK", "MASTER_ADDR", "MASTER_PORT")
 PATH_KEYS = ("model", "output_dir", "resume_from_checkpoint")
-RUN_KEYS = {"model": "paths.model / train.person_base", "dataset": "paths.data", "output_dir": "paths.runs",
+RUN_KEYS = {"model_type": "model.family", "template": "model.family", "model": "paths.model / train.person_base", "dataset": "paths.data", "output_dir": "paths.runs",
             "seed": "folds.seed", "data_seed": "folds.seed"}  # owned by the experiment, never overridden
 
 
@@ -182,9 +183,9 @@ def render(cfg: dict, stage: str, *, user: int | None = None, fold: int | None =
         put("deepspeed", str(OFFLOAD_OPTIMIZER), f"{exp}: train.offload: optimizer (ZeRO-3, AdamW states on the CPU)")
     elif len(gl) > 1 and stage == "global" and args.get("tuner_type") == "full":
         put("deepspeed", f"zero{cfg['train']['zero_stage']}", f"{exp}: train.zero_stage (several GPUs)")
-    ostage = "person" if stage == "tokens" else stage
-    for key, val in cfg["train"][f"{ostage}_overrides"].items():
-        put(key, val, f"{exp}: train.{ostage}_overrides.{key}")
+    for ostage in (["person", "tokens"] if stage == "tokens" else [stage]):
+        for key, val in cfg["train"][f"{ostage}_overrides"].items():
+            put(key, val, f"{exp}: train.{ostage}_overrides.{key}")
     for ov in overrides:
         key, val = parse_override(ov)
         put(key, val, f"command line: {ov}")
@@ -210,7 +211,7 @@ def render(cfg: dict, stage: str, *, user: int | None = None, fold: int | None =
         except ConfigError as e:
             errs.append(f"{exp}: {e}")
             model = None
-        dataset = token_paths(Path(cfg["paths"]["data"]) / "swift", kind, fold)["train"]
+        dataset = token_paths(swift_dir(cfg), kind, fold)["train"]
         if kind == "special":  # new tokens, and their embedding rows trained (LoRA alone leaves them untrained)
             put("new_special_tokens", user_special_tokens(cfg["users"]["test"]), "user tokens (special)")
             if args.get("tuner_type") != "full":
@@ -231,8 +232,15 @@ def render(cfg: dict, stage: str, *, user: int | None = None, fold: int | None =
         if model is not None and not (model / "config.json").exists():
             errs.append(f"{exp}: train.person_base: base checkpoint {model} has no config.json")
         dataset = swift_paths(cfg, user, fold)["train"]
+    fam = family(cfg)
     if model is not None:
         put("model", str(model), f"{exp}: paths.model / train.person_base")
+        bad = check_model_folder(model, fam, "paths.model" if stage == "global" else "train.person_base")
+        if bad:
+            errs.append(f"{exp}: {bad}")
+    # explicit for a raw folder (qwen3_vl / _emb / _reranker share an architecture); first, as templates had it
+    args = {"model_type": fam.model_type, **({"template": fam.template} if fam.template else {}), **args}
+    sources.update(model_type=f"{exp}: model.family", template=f"{exp}: model.family")
     put("dataset", [str(dataset)], f"{exp}: paths.data (export)")
     put("output_dir", str(out.resolve()), f"{exp}: paths.runs")
     put("seed", cfg["folds"]["seed"], f"{exp}: folds.seed")

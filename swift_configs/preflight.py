@@ -87,10 +87,14 @@ def estimate(args: dict, n_gpus: int, image_tokens: int, offload: str = "none") 
     n = max(1, n_gpus)
     qlora = args.get("quant_method") == "bnb" and int(args.get("quant_bits", 0) or 0) == 4
     trainable = shape["language"] if full else lora_params(tc, int(args.get("lora_rank", 8)))
+    # the user-token method's special tokens: modules_to_save [embed_tokens] trains a copy of the embedding
+    saved = 0 if full else tc["vocab_size"] * tc["hidden_size"] * ("embed_tokens" in (args.get("modules_to_save") or []))
+    trainable += saved
     if qlora:
         weights = shape["linear"] * NF4_BYTES + (shape["total"] - shape["linear"]) * 2
     else:
         weights = 2 * shape["total"] / (n if zero == 3 else 1)
+    weights += 2 * saved
     if not full:
         grads, optim = 4 * trainable, 8 * trainable + 4 * trainable  # fp32 adapter: grads, 2 moments, weights
     elif zero == 3:

@@ -22,7 +22,7 @@ import time
 from pathlib import Path
 
 from data_prep.config import ConfigError, add_config_args, load_experiment, run_dir
-from data_prep.export import token_paths
+from data_prep.export import swift_dir, token_paths
 from data_prep.io import read_json
 from data_prep.rundir import write_marker
 from data_prep.schema import USER_TAGS
@@ -50,14 +50,14 @@ def run_one(cfg: dict, a, kind: str, fold: int, device: str, env: dict) -> dict:
     ckpt = trained_checkpoint(run.run_dir)
     lora = run.args.get("tuner_type") != "full"
     model, adapters = (run.args["model"], [str(ckpt)]) if lora else (str(ckpt), [])
-    swift_dir = Path(cfg["paths"]["data"]) / "swift"
+    exported = swift_dir(cfg)
     todo_users = [u for u in users if not (user_dir[u] / "DONE").exists()]
     if todo_users:
         cmd = eval_command(cfg["config_path"], a.overrides, model, adapters,
-                           token_paths(swift_dir, kind, fold, todo_users[0])["test"], user_dir[todo_users[0]] / "eval",
+                           token_paths(exported, kind, fold, todo_users[0])["test"], user_dir[todo_users[0]] / "eval",
                            device)
         for u in todo_users[1:]:
-            cmd += ["--data", str(token_paths(swift_dir, kind, fold, u)["test"]), "--out", str(user_dir[u] / "eval")]
+            cmd += ["--data", str(token_paths(exported, kind, fold, u)["test"]), "--out", str(user_dir[u] / "eval")]
         print(f"[tokens] {kind} fold {fold}: evaluating users {todo_users} on {device}", flush=True)
         run_eval(cmd, env, device, run.run_dir / "eval.log", f"{kind} fold {fold}")
     out = {}

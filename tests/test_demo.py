@@ -1,5 +1,6 @@
 """The main job, shortened (2 test users instead of 3): the whole protocol through scripts/demo.sh
-must show PIGG's ordering — Global beats Vanilla, Global+Personalized beats Global."""
+must show PIGG's ordering — Global beats Vanilla, Global+Personalized beats Global — on the tiny
+Qwen3-VL and on the tiny Qwen2.5-VL."""
 from __future__ import annotations
 
 import json
@@ -65,3 +66,25 @@ def test_demo_shows_piggs_ordering(tmp_path):
     vs = sig[(sig["model"] == "global+user_tokens_special") & (sig["vs"] == "global+user_tokens_pooled")]
     assert list(vs["user"]) == ["1", "2", "all (over users)"]
     assert ((vs["acc lo"] <= vs["acc diff (pp)"]) & (vs["acc diff (pp)"] <= vs["acc hi"])).all()
+
+
+def test_demo_on_qwen25_shows_piggs_ordering(tmp_path):
+    """The same protocol on a tiny Qwen2.5-VL (answers in pixels of the resized screenshot), shortened:
+    Vanilla < Global < Global+Personalized on the 0-1000 grid, answers exported in the family's pixels."""
+    cfg = write_experiment(tmp_path, name="demo25_short", users__test="1-2", users__global="4-12",
+                           model__family="qwen2_5_vl")
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    p = subprocess.run(["bash", "scripts/demo.sh", "--config", str(cfg)], cwd=ROOT, env=env,
+                       capture_output=True, text=True, timeout=900)
+    assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
+    assert "tiny random model (qwen2_5_vl)" in p.stdout
+    assert json.loads((tmp_path / "model" / "config.json").read_text())["model_type"] == "qwen2_5_vl"
+    row = json.loads((tmp_path / "data" / "swift_qwen2_5_vl" / "user_1" / "all.jsonl").open().readline())
+    assert "absolute pixel" in row["messages"][0]["content"]
+    o = pd.read_csv(tmp_path / "runs" / "demo25_short" / "report" / "overall.csv").set_index("role")
+    assert o.loc["global", "acc@140 (%)"] > o.loc["vanilla", "acc@140 (%)"]
+    assert o.loc["global", "median L2"] < o.loc["vanilla", "median L2"]
+    assert o.loc["personalized", "acc@140 (%)"] > o.loc["global", "acc@140 (%)"] + 5
+    assert o.loc["personalized", "median L2"] < o.loc["global", "median L2"]
+    ckpt = next((tmp_path / "runs" / "demo25_short" / "global_full").glob("checkpoint-*"))
+    assert json.loads((ckpt / "args.json").read_text())["model_type"] == "qwen2_5_vl"

@@ -242,3 +242,12 @@ def test_user_token_runs_render_on_the_union_with_their_tokens(fake_global):
         assert r.args["model"] == str(fake_global["paths"]["model"])  # on top of the global checkpoint
     with pytest.raises(ConfigError, match="need a fold and a kind"):
         render(fake_global, "tokens", fold=0, kind="emoji")
+    # train.tokens_overrides: on top of person_overrides, for this stage only, the source named
+    cfg = {**fake_global, "train": {**fake_global["train"], "person_overrides": {"num_train_epochs": 6, "lora_rank": 8},
+                                    "tokens_overrides": {"num_train_epochs": 12}}}
+    t = render(cfg, "tokens", fold=0, kind="pooled", gpus="0")
+    assert (t.args["num_train_epochs"], t.args["lora_rank"]) == (12, 8)
+    bad = {**cfg, "train": {**cfg["train"], "tokens_overrides": {"lora_rnk": 32}}}
+    with pytest.raises(ConfigError, match="train.tokens_overrides.lora_rnk: unknown swift sft key 'lora_rnk'"):
+        render(bad, "tokens", fold=0, kind="pooled", gpus="0")
+    assert render(cfg, "person", user=users[0], fold=0, gpus="0").args["num_train_epochs"] == 6
