@@ -104,6 +104,22 @@ def eval_child(spec: dict) -> dict:
     if spec.get("long"):
         one("pigg512_auto", "auto", spec.get("long_tokens") or ev["max_new_tokens"],
             spec.get("long_reserve") or ev["reserve_new_tokens"], n=spec["long_n"])
+    if gpu and ev["cuda_graphs"]:  # the same 16 rows and static cache: decode steps replayed vs eager, equal answers?
+        import json
+
+        from eval import cuda_graphs
+
+        got = {}
+        for replay in (True, False):
+            f = tmp / f"graphs_{replay}.jsonl"
+            f.unlink(missing_ok=True)
+            cuda_graphs.CAPTURE_ERROR = None if replay else "bench: eager steps on the same static buffers"
+            generate(engine, rows[:16], f, 16, spec["short_tokens"], meta, progress=False, graphs=True, reader=reader)
+            got[replay] = {r["id"]: r["raw"] for r in map(json.loads, f.read_text().splitlines())}
+        cuda_graphs.CAPTURE_ERROR = None
+        out["graphs_vs_eager"] = {"rows": len(got[False]), "equal": sum(got[True][k] == v for k, v in got[False].items())}
+        log(f"graphs vs eager: {out['graphs_vs_eager']}")
+        write_json(spec["out"], out)
     if gpu and spec.get("coef"):  # prefill activations per row: peak - weights - KV, one new token
         tc = engine.model.config.text_config.to_dict()
         coef = {}

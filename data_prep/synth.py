@@ -24,7 +24,7 @@ from pathlib import Path
 
 from PIL import Image, ImageDraw
 
-# (package, [(intent, [candidate elements])]); element i of intent j of app a sits in slot SLOTS[(2j + i + a) % 6]
+# (package, [(intent, [candidate elements])]); element i of intent j of app a sits in slot SLOTS[(j + 2i + a) % 6]
 APPS = [
     {"package": "com.tencent.mm", "intents": [
         ("给妈妈发消息说我晚点回家", ["聊天列表第一项", "通讯录图标", "搜索放大镜", "加号按钮"]),
@@ -62,7 +62,7 @@ def element_boxes(app: int, intent: int) -> list[tuple[str, tuple[int, int, int,
     names = APPS[app]["intents"][intent][1]
     out = []
     for i, name in enumerate(names):
-        cx, cy = SLOTS[(intent * 2 + i + app) % len(SLOTS)]  # 4 candidates, 4 distinct slots
+        cx, cy = SLOTS[(intent + i * 2 + app) % len(SLOTS)]  # candidates 0 and 3 share a slot (3 drawn on top)
         out.append((name, (cx - ELEMENT[0] // 2, cy - ELEMENT[1] // 2, cx + ELEMENT[0] // 2, cy + ELEMENT[1] // 2)))
     return out
 

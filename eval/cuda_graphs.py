@@ -32,11 +32,19 @@ def _key(kw: dict) -> tuple:
     for k, v in sorted(kw.items()):
         if torch.is_tensor(v):
             out.append((k, tuple(v.shape), v.dtype, v.device))
+        elif isinstance(v, dict):  # masks per layer type (Qwen2.5-VL: a new dict every step, same tensors' shapes)
+            out.append((k, _key(v)))
         elif v is None or isinstance(v, (bool, int, float, str)):
             out.append((k, v))
         else:  # the cache object: held by the runner, so its id is not reused meanwhile
             out.append((k, type(v).__name__, id(v)))
     return tuple(out)
+
+
+def _clone(kw: dict) -> dict:
+    import torch
+
+    return {k: v.clone() if torch.is_tensor(v) else _clone(v) if isinstance(v, dict) else v for k, v in kw.items()}
 
 
 class DecodeGraphs:
@@ -52,12 +60,15 @@ class DecodeGraphs:
         """Drop the graph, its buffers and the cache they point at."""
         self.key = self.static = self.graph = self.out = None
 
-    def _copy_in(self, kw: dict) -> None:
+    def _copy_in(self, kw: dict, static: dict | None = None) -> None:
         import torch
 
+        static = self.static if static is None else static
         for k, v in kw.items():
             if torch.is_tensor(v):
-                self.static[k].copy_(v)
+                static[k].copy_(v)
+            elif isinstance(v, dict):
+                self._copy_in(v, static[k])
 
     def __call__(self, **kw):
         import torch
@@ -67,7 +78,7 @@ class DecodeGraphs:
         key = _key(kw)
         if key != self.key:  # first decode step of the call (or new shapes): eager, on buffers kept for the graph
             self.key, self.graph, self.out = key, None, None
-            self.static = {k: v.clone() if torch.is_tensor(v) else v for k, v in kw.items()}
+            self.static = _clone(kw)
             self.stats["new_inputs"] += 1
             self.stats["eager"] += 1
             if not self.capture:

@@ -98,6 +98,23 @@ def test_byte_order_mark_is_not_damage(tmp_path, synth_raw):
         (tmp_path / "b" / "samples" / "user_1.jsonl").read_bytes()
 
 
+def test_synthetic_test_users_disagree_on_the_same_screens(exp):
+    """The case for personalization and user tokens: the test users share one phone (the same screenshots) and
+    each prefers another element for every intent; a model that does not know who asks cannot serve both."""
+    from collections import Counter
+
+    samples = load_samples(exp["cfg"]["paths"]["data"], [1, 2])
+    assert len({(s.width, s.height) for u in (1, 2) for s in samples[u]}) == 1
+    favourite = {u: {} for u in (1, 2)}
+    for u in (1, 2):
+        by_intent = {}
+        for s in samples[u]:
+            by_intent.setdefault(s.instruction, []).append(s.content)
+        favourite[u] = {i: Counter(c).most_common(1)[0][0] for i, c in by_intent.items() if len(c) >= 3}
+    shared = set(favourite[1]) & set(favourite[2])
+    assert len(shared) >= 3 and all(favourite[1][i] != favourite[2][i] for i in shared)
+
+
 def test_long_click_option(tmp_path, synth_raw):
     rep = build(synth_raw, tmp_path / "lc", actions=("click", "long_click"), progress=False)
     assert rep["samples"] > build(synth_raw, tmp_path / "c", progress=False)["samples"]

@@ -175,3 +175,27 @@ def test_model_folder_must_match_the_family(exp, tiny_model):
         render({**base, "model": {"family": "qwen2_5_vl"}}, "global")
     run = render(base, "global")
     assert list(run.args)[:2] == ["model_type", "check_model"] and run.args["model_type"] == "qwen3_vl"
+
+
+def test_qwen25_decode_steps_reuse_their_static_inputs(tmp_path, tiny25, monkeypatch):
+    """Qwen2.5-VL passes its decode-step mask as a dict per layer type, a new dict each step: the CUDA-graph
+    runner (eval/cuda_graphs.py; off a GPU, the same static buffers, eager) must still see one set of
+    inputs per generate call, and answer as the plain path does."""
+    from eval.run import build_engine, generate
+
+    monkeypatch.setenv("IMAGE_MAX_TOKEN_NUM", "32")
+    fam = get("qwen2_5_vl")
+    engine = build_engine(str(tiny25), [], 2, "cpu", model_type=fam.model_type, template_type=fam.template)
+    im = Image.new("RGB", (270, 585), (240, 240, 240))
+    im.paste((20, 20, 200), (150, 200, 240, 260))
+    im.save(tmp_path / "s.png")
+    rows = [(f"r{i}", {"messages": [{"role": "user", "content": f"<image>tap {w}"}, {"role": "assistant", "content": "x"}],
+                       "images": [str(tmp_path / "s.png")]}) for i, w in enumerate(["search", "wifi"])]
+    got = {}
+    for graphs in (True, False):
+        out = tmp_path / f"p{graphs}.jsonl"
+        st = generate(engine, rows, out, 2, 6, {}, progress=False, graphs=graphs)
+        got[graphs] = [json.loads(x)["raw"] for x in out.read_text().splitlines()]
+        if graphs:
+            assert st["decode_steps"]["new_inputs"] == 1 and st["decode_steps"]["eager"] >= 3
+    assert got[True] == got[False]
