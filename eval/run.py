@@ -215,8 +215,8 @@ def generate(engine, rows: list[tuple[str, dict]], pred_file: Path, batch_size: 
     reserves no more); its rows still going then are answered again alone, dynamic cache and no graph, up
     to ``max_new_tokens``, ``long_batch_size`` rows at a time (greedy: the same answers, memory bounded by
     the reserve). ``reader``: the prompt sent and how the answer is read (family, eval profile; default
-    the exported prompt, qwen3_vl). A CUDA out-of-memory error halves the batch and redoes the batch it hit: nothing is
-    written twice or lost. Returns {"samples", "seconds", "input_wait_s", "decode_steps", "long_rows",
+    the exported prompt, qwen3_vl). A CUDA out-of-memory error halves the batch and redoes the batch it
+    hit: nothing is written twice or lost. Returns {"samples", "seconds", "input_wait_s", "decode_steps", "long_rows",
     "batch_sizes"}: with ``graphs`` the decode steps run eagerly / replayed; ``batch_sizes`` each size used."""
     import torch
     from swift.infer_engine import InferRequest, RequestConfig
@@ -371,6 +371,12 @@ def _worker(args, cfg, jobs, shard: int, num_shards: int, device: str) -> None:
         cap_card()
     fam = family(cfg)
     reader = Reader(fam, cfg["image_max_token_num"], get_profile(ev["profile"], fam.name))
+    if fam.coords == "pixels" or reader.profile.prompt is not None:  # both need each row's sample record
+        orphans = [sid for m, _ in todo for sid, _ in m if sid not in meta]
+        if orphans:
+            raise SystemExit(f"{len(orphans)} eval rows have no sample record under {cfg['paths']['data']}/samples "
+                             f"(first: {orphans[0]}); model.family {fam.name} / eval.profile {reader.profile.name} "
+                             "need its screen size and instruction: re-run `python -m data_prep build` and export")
     engine = build_engine(args.model, args.adapters, CPU_AUTO_BATCH if args.batch_size == "auto" else args.batch_size,
                           device, ev["overrides"], gqa_decode=ev["gqa_decode"], liger_kernel=ev["liger_kernel"],
                           gpu_preprocess=ev["gpu_preprocess"], model_type=fam.model_type,

@@ -24,8 +24,8 @@ from pathlib import Path
 import yaml
 
 from data_prep.config import ConfigError, add_config_args, load_experiment, parse_override, run_dir
-from data_prep.family import check_model_folder, family
 from data_prep.export import swift_dir, swift_paths, token_paths
+from data_prep.family import check_model_folder, family
 from data_prep.rundir import marker_checkpoint
 
 from .argtable import load as load_table
@@ -34,8 +34,9 @@ TEMPLATES = Path(__file__).with_name("templates")
 OFFLOAD_OPTIMIZER = Path(__file__).with_name("deepspeed") / "zero3_offload_optimizer.json"  # swift's zero3 + CPU AdamW
 PASS_THROUGH_ENV = ("NNODES", "NODE_RANK", "MASTER_ADDR", "MASTER_PORT")
 PATH_KEYS = ("model", "output_dir", "resume_from_checkpoint")
-RUN_KEYS = {"model_type": "model.family", "template": "model.family", "model": "paths.model / train.person_base", "dataset": "paths.data", "output_dir": "paths.runs",
-            "seed": "folds.seed", "data_seed": "folds.seed"}  # owned by the experiment, never overridden
+RUN_KEYS = {"model_type": "model.family", "template": "model.family", "model": "paths.model / train.person_base",
+            "dataset": "paths.data", "output_dir": "paths.runs", "seed": "folds.seed",
+            "data_seed": "folds.seed"}  # owned by the experiment, never overridden
 
 
 @dataclass

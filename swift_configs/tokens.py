@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import sys
 import time
-from pathlib import Path
 
 from data_prep.config import ConfigError, add_config_args, load_experiment, run_dir
 from data_prep.export import swift_dir, token_paths

@@ -3,7 +3,6 @@ processor (swift's template encode: the pixel array the model is fed), qwen_vl_u
 from __future__ import annotations
 
 import json
-import os
 
 import numpy as np
 import pytest
@@ -175,6 +174,9 @@ def test_model_folder_must_match_the_family(exp, tiny_model):
         render({**base, "model": {"family": "qwen2_5_vl"}}, "global")
     run = render(base, "global")
     assert list(run.args)[:2] == ["model_type", "check_model"] and run.args["model_type"] == "qwen3_vl"
+    assert "template" not in run.args  # qwen3_vl: swift matches it (the generated YAML as before)
+    with pytest.raises(ConfigError, match=r"'model_type' is set from the experiment \(model.family\)"):
+        render({**base, "train": {**base["train"], "global_overrides": {"model_type": "qwen2_5_vl"}}}, "global")
 
 
 def test_qwen25_decode_steps_reuse_their_static_inputs(tmp_path, tiny25, monkeypatch):
@@ -199,3 +201,17 @@ def test_qwen25_decode_steps_reuse_their_static_inputs(tmp_path, tiny25, monkeyp
         if graphs:
             assert st["decode_steps"]["new_inputs"] == 1 and st["decode_steps"]["eager"] >= 3
     assert got[True] == got[False]
+
+
+def test_pixel_answers_need_their_sample_records(exp, tmp_path):
+    """A row with no sample record cannot be converted from resized-image pixels: said before any model loads."""
+    from eval.run import main
+
+    data = tmp_path / "orphan.jsonl"
+    data.write_text(json.dumps({"messages": [{"role": "user", "content": "<image>x"},
+                                             {"role": "assistant", "content": "[1, 2]"}], "images": ["x.png"]}) + "\n")
+    data.with_suffix(".ids").write_text("nobody/20250101_000000/0\n")
+    with pytest.raises(SystemExit, match="1 eval rows have no sample record.*model.family qwen2_5_vl"):
+        main(["--config", str(exp["path"]), "--set", f"paths.data={exp['cfg']['paths']['data']}",
+              "--set", "model.family=qwen2_5_vl", "--model", str(tmp_path / "no-model"),
+              "--data", str(data), "--out", str(tmp_path / "out")])
