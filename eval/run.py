@@ -425,7 +425,7 @@ def peak_memory() -> dict | None:
 
 def run(args) -> list[dict]:
     cfg = load_experiment(args.config, args.overrides)
-    os.environ.setdefault("IMAGE_MAX_TOKEN_NUM", str(cfg["image_max_token_num"]))
+    os.environ["IMAGE_MAX_TOKEN_NUM"] = str(cfg["image_max_token_num"])  # the experiment's, as in training
     args.batch_size = args.batch_size or cfg["eval"]["batch_size"]
     args.max_new_tokens = args.max_new_tokens or cfg["eval"]["max_new_tokens"]
     if len(args.data) != len(args.out):

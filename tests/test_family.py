@@ -54,8 +54,12 @@ def test_exported_point_lands_on_the_element_the_model_sees(name, tmp_path, tiny
     from data_prep.schema import swift_row
     from eval.parse import parse_point
 
+    from qwen_vl_utils import vision_process
+
     fam, budget = get(name), 256
     monkeypatch.setenv("IMAGE_MAX_TOKEN_NUM", str(budget))
+    # swift copies the env into qwen_vl_utils once per process: an earlier test's budget would stick
+    monkeypatch.setattr(vision_process, "IMAGE_MAX_TOKEN_NUM", budget)
     model = tiny25 if name == "qwen2_5_vl" else tiny_model
     engine = TransformersEngine(str(model), model_type=fam.model_type, template_type=fam.template,
                                 torch_dtype=torch.float32, device_map="cpu")
