@@ -15,6 +15,9 @@ from pathlib import Path
 
 import yaml
 
+from .family import FAMILIES
+from .schema import PROMPT_COORDS
+
 ROOT = Path(__file__).resolve().parent.parent
 EXPERIMENTS = ROOT / "swift_configs" / "experiments"
 DEFAULT_EXPERIMENT = EXPERIMENTS / "demo.yaml"
@@ -167,9 +170,6 @@ def _finish(cfg: dict, path: Path) -> dict:
     for key in ("max_new_tokens", "reserve_new_tokens"):
         if cfg["eval"][key] < 1:
             raise ConfigError(f"{path}: 'eval.{key}' must be >= 1, got {cfg['eval'][key]}")
-    from .family import FAMILIES
-    from .schema import PROMPT_COORDS
-
     fam = FAMILIES.get(cfg["model"]["family"])
     if fam is None:
         raise ConfigError(f"{path}: 'model.family' must be one of {sorted(FAMILIES)}, got {cfg['model']['family']!r}")

@@ -22,7 +22,7 @@ import math
 from dataclasses import dataclass
 from pathlib import Path
 
-from .schema import GRID, Sample
+from .schema import GRID, Sample, clamp_to_grid
 
 MIN_TOKENS = 4  # qwen_vl_utils' IMAGE_MIN_TOKEN_NUM (swift leaves it)
 MAX_RATIO = 200  # qwen_vl_utils: screenshots are far from it
@@ -80,7 +80,7 @@ class Family:
             w2, h2 = self.resized(width, height, budget)
             x, y = x / w2 * GRID, y / h2 * GRID
         if clamp:
-            x, y = min(max(x, 0.0), float(GRID)), min(max(y, 0.0), float(GRID))
+            x, y = clamp_to_grid(x), clamp_to_grid(y)
         return x, y
 
     def export_settings(self, budget: int) -> dict:

@@ -15,6 +15,11 @@ from dataclasses import MISSING, asdict, dataclass, fields
 GRID = 1000  # coordinates the model reads and writes: 0..1000 of the original screenshot
 
 
+def clamp_to_grid(v: float) -> float:
+    """A coordinate onto [0, 1000]."""
+    return min(max(float(v), 0.0), float(GRID))
+
+
 def to_grid(px: float, size: int) -> int:
     """PIGG's convention: int(px / size * 1000) (truncation, not rounding)."""
     return int(px / size * GRID)
@@ -63,27 +68,19 @@ SAMPLE_FIELDS = [f.name for f in fields(Sample)]
 
 # --- PIGG's prompt and answer (protocol notes, "From raw data to samples") -------------------
 
-PROMPTS = {
-    "pigg": (
-        "Given a GUI image, what are the relative (0-1000) pixel point coordinates for the element "
-        "corresponding to the following instruction: {instruction}\n"
-        "Think step-by-step, provide referring for the element first and then the grounded point "
-        "coordinates.\n"
-        "Example output:\n"
-        "```referring\nleft arrow\n```\n"
-        "```grounding\n(100, 200)\n```"
-    ),
-    # the same, for families that answer in absolute pixels of the image they see (data_prep/family.py)
-    "pigg_pixels": (
-        "Given a GUI image, what are the absolute pixel point coordinates for the element "
-        "corresponding to the following instruction: {instruction}\n"
-        "Think step-by-step, provide referring for the element first and then the grounded point "
-        "coordinates.\n"
-        "Example output:\n"
-        "```referring\nleft arrow\n```\n"
-        "```grounding\n(100, 200)\n```"
-    ),
-}
+_PIGG_PROMPT = (
+    "Given a GUI image, what are the {coords} point coordinates for the element "
+    "corresponding to the following instruction: {instruction}\n"
+    "Think step-by-step, provide referring for the element first and then the grounded point "
+    "coordinates.\n"
+    "Example output:\n"
+    "```referring\nleft arrow\n```\n"
+    "```grounding\n(100, 200)\n```"
+)
+# pigg: PIGG's own (0-1000 grid); pigg_pixels: the same, for families that answer in absolute pixels of the
+# image they see (data_prep/family.py)
+PROMPTS = {"pigg": _PIGG_PROMPT.replace("{coords}", "relative (0-1000) pixel"),
+           "pigg_pixels": _PIGG_PROMPT.replace("{coords}", "absolute pixel")}
 PROMPT_COORDS = {"pigg": "grid", "pigg_pixels": "pixels"}  # the convention each prompt asks for
 
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import re
 
-from data_prep.schema import GRID
+from data_prep.schema import clamp_to_grid
 
 Point = tuple[float, float]
 
@@ -77,7 +77,7 @@ def parse_point(text: str | None, clamp: bool = True) -> Point | None:
     p = _parse(text)
     if p is None or not clamp:
         return p
-    return min(max(p[0], 0.0), float(GRID)), min(max(p[1], 0.0), float(GRID))
+    return clamp_to_grid(p[0]), clamp_to_grid(p[1])
 
 
 def _parse(text: str | None) -> Point | None:

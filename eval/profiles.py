@@ -3,19 +3,21 @@
 Usage: ``eval.profile: ui_tars`` in the experiment (or ``--set eval.profile=ui_tars``); default ``harness``.
 
 A profile is a prompt (``{instruction}`` is the sample's intent; None keeps the exported row's own
-prompt), a parser (text -> a point in the model's coordinates, or None) and a coordinate convention
-(``grid``: 0-1000 of the screenshot; ``pixels``: absolute pixels of the screenshot as the processor
-resized it; None: the family's own, data_prep/family.py). Whatever the profile, its points are turned
-into PIGG's 0-1000 grid of the original screenshot before scoring, so rows compare across models.
+prompt), a parser (text -> a point in the model's coordinates, or None; default the corrected parser,
+unclamped) and the model family it is for, whose coordinate convention it answers in (data_prep/family.py:
+``grid``, 0-1000 of the screenshot, or ``pixels`` of the screenshot as the processor resized it). Whatever
+the profile, its points are turned into PIGG's 0-1000 grid of the original screenshot before scoring, so
+rows compare across models.
 
 Adding one: write its prompt, pick or write a parser (eval/parse.py already reads fenced ``grounding``
 blocks, ``point_2d`` / ``bbox_2d`` JSON, ``click(start_box=...)``, ``<point>x y</point>`` and
-``<|box_start|>`` tokens), set the family it needs and its convention, add it to PROFILES, and add a
-case to tests/test_family.py (an answer in its format -> the expected grid point).
+``<|box_start|>`` tokens), set the family it needs, add it to PROFILES, and add a case to
+tests/test_family.py (an answer in its format -> the expected grid point).
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import partial
 from typing import Callable
 
 from .parse import parse_point
@@ -47,22 +49,19 @@ QWEN3_NATIVE = ("Locate the element to tap for this instruction: {instruction}\n
 @dataclass(frozen=True)
 class Profile:
     name: str
-    family: str | None  # the model.family it needs (None: any)
+    family: str | None  # the model.family it needs, whose coordinates it answers in (None: any)
     prompt: str | None  # None: the exported row's prompt (what the harness trains)
-    parser: Callable[[str | None], tuple[float, float] | None]
-    coords: str | None  # grid | pixels | None (the family's)
     about: str
+    parser: Callable[[str | None], tuple[float, float] | None] = partial(parse_point, clamp=False)
 
 
 PROFILES = {
-    "harness": Profile("harness", None, None, lambda t: parse_point(t, clamp=False), None,
-                       "the harness's own prompt and two-block answer, in the family's coordinates"),
-    "ui_tars": Profile("ui_tars", "qwen2_5_vl", UI_TARS, lambda t: parse_point(t, clamp=False), "pixels",
+    "harness": Profile("harness", None, None, "the harness's own prompt and two-block answer, in the family's coordinates"),
+    "ui_tars": Profile("ui_tars", "qwen2_5_vl", UI_TARS,
                        "UI-TARS-1.5: phone action space, click(point='<point>x y</point>'), resized-image pixels"),
-    "qwen2_5_vl_native": Profile("qwen2_5_vl_native", "qwen2_5_vl", QWEN25_NATIVE, lambda t: parse_point(t, clamp=False),
-                                 "pixels", "Qwen2.5-VL's point_2d JSON, resized-image pixels"),
-    "qwen3_vl_native": Profile("qwen3_vl_native", "qwen3_vl", QWEN3_NATIVE, lambda t: parse_point(t, clamp=False),
-                               "grid", "Qwen3-VL's point_2d JSON, 0-1000 grid"),
+    "qwen2_5_vl_native": Profile("qwen2_5_vl_native", "qwen2_5_vl", QWEN25_NATIVE,
+                                 "Qwen2.5-VL's point_2d JSON, resized-image pixels"),
+    "qwen3_vl_native": Profile("qwen3_vl_native", "qwen3_vl", QWEN3_NATIVE, "Qwen3-VL's point_2d JSON, 0-1000 grid"),
 }
 
 

@@ -29,7 +29,6 @@ QWEN_SPECIAL = [  # id 151643 onwards, in order (Qwen2.5 / Qwen3 tokenizers)
     "<|repo_name|>", "<|file_sep|>", "<tool_response>", "</tool_response>", "<think>", "</think>",
 ]
 FIRST_SPECIAL = 151643
-VOCAB = {"qwen3_vl": 151936, "qwen2_5_vl": 152064}
 
 # ChatML with Qwen-VL image/video placeholders (the real template also handles tools and
 # thinking; ms-swift uses its own qwen3_vl template for training and inference anyway).
@@ -65,7 +64,16 @@ SHAPES_25 = {  # Qwen2.5-VL (head_dim = hidden / heads; ViT window attention exc
                vision=dict(depth=32, hidden_size=1280, intermediate_size=3420, num_heads=16,
                            fullatt_block_indexes=[7, 15, 23, 31])),
 }
-FAMILY_SHAPES = {"qwen3_vl": SHAPES, "qwen2_5_vl": SHAPES_25}
+# What differs between the families' configs (as in the real models' config.json); patch and merge sizes
+# come from data_prep/family.py.
+ARCH = {
+    "qwen3_vl": dict(shapes=SHAPES, config="Qwen3VLConfig", model="Qwen3VLForConditionalGeneration", vocab=151936,
+                     max_positions=262144, rope=dict(rope_theta=5000000.0, mrope_interleaved=True),
+                     vision=dict(num_position_embeddings=2304, hidden_act="gelu_pytorch_tanh")),
+    "qwen2_5_vl": dict(shapes=SHAPES_25, config="Qwen2_5_VLConfig", model="Qwen2_5_VLForConditionalGeneration",
+                       vocab=152064, max_positions=128000, rope=dict(rope_theta=1000000.0),
+                       vision=dict(window_size=112, hidden_act="silu", tokens_per_second=2)),
+}
 
 
 def corpus(prompt: str = "pigg") -> list[str]:
@@ -119,11 +127,15 @@ def build_tokenizer(vocab_size: int = 3000, prompt: str = "pigg"):
 def build_processor(tokenizer, family: str = "qwen3_vl"):
     from transformers import Qwen2VLImageProcessor
 
+    from data_prep.family import get
+
+    fam = get(family)
+
     if family == "qwen2_5_vl":  # Qwen2.5-VL-7B-Instruct's preprocessor_config.json
         from transformers import Qwen2_5_VLProcessor
         from transformers.models.qwen2_vl.video_processing_qwen2_vl import Qwen2VLVideoProcessor
 
-        common = dict(patch_size=14, temporal_patch_size=2, merge_size=2,
+        common = dict(patch_size=fam.patch, temporal_patch_size=2, merge_size=fam.merge,
                       image_mean=[0.48145466, 0.4578275, 0.40821073], image_std=[0.26862954, 0.26130258, 0.27577711])
         image = Qwen2VLImageProcessor(size={"shortest_edge": 3136, "longest_edge": 12845056}, **common)
         video = Qwen2VLVideoProcessor(size={"shortest_edge": 3136, "longest_edge": 12845056}, **common)
@@ -132,7 +144,7 @@ def build_processor(tokenizer, family: str = "qwen3_vl"):
     from transformers import Qwen3VLProcessor
     from transformers.models.qwen3_vl.video_processing_qwen3_vl import Qwen3VLVideoProcessor
 
-    common = dict(patch_size=16, temporal_patch_size=2, merge_size=2, image_mean=[0.5, 0.5, 0.5],
+    common = dict(patch_size=fam.patch, temporal_patch_size=2, merge_size=fam.merge, image_mean=[0.5, 0.5, 0.5],
                   image_std=[0.5, 0.5, 0.5])
     image = Qwen2VLImageProcessor(size={"shortest_edge": 65536, "longest_edge": 16777216}, **common)
     video = Qwen3VLVideoProcessor(size={"shortest_edge": 4096, "longest_edge": 25165824}, **common)
@@ -141,45 +153,27 @@ def build_processor(tokenizer, family: str = "qwen3_vl"):
 
 
 def build_config(shape: str, family: str = "qwen3_vl"):
-    if family == "qwen2_5_vl":
-        return build_config_25(shape)
-    from transformers import Qwen3VLConfig
+    import transformers
+    from data_prep.family import get
 
-    s = SHAPES[shape]
+    a, fam = ARCH[family], get(family)
+    s = a["shapes"][shape]
     t = dict(s["text"])
     mrope = t.pop("mrope_section")
-    text = dict(vocab_size=VOCAB[family], max_position_embeddings=262144, rms_norm_eps=1e-6, hidden_act="silu",
-                rope_parameters={"rope_type": "default", "rope_theta": 5000000.0, "mrope_section": mrope,
-                                 "mrope_interleaved": True}, bos_token_id=151643, eos_token_id=151645, **t)
-    vision = dict(patch_size=16, spatial_merge_size=2, temporal_patch_size=2, in_channels=3,
-                  num_position_embeddings=2304, out_hidden_size=t["hidden_size"], hidden_act="gelu_pytorch_tanh",
-                  **s["vision"])
-    return Qwen3VLConfig(text_config=text, vision_config=vision, image_token_id=151655, video_token_id=151656,
-                         vision_start_token_id=151652, vision_end_token_id=151653,
-                         tie_word_embeddings=shape == "tiny")
-
-
-def build_config_25(shape: str):
-    from transformers import Qwen2_5_VLConfig
-
-    s = SHAPES_25[shape]
-    t = dict(s["text"])
-    mrope = t.pop("mrope_section")
-    text = dict(vocab_size=VOCAB["qwen2_5_vl"], max_position_embeddings=128000, rms_norm_eps=1e-6, hidden_act="silu",
-                rope_parameters={"rope_type": "default", "rope_theta": 1000000.0, "mrope_section": mrope},
+    text = dict(vocab_size=a["vocab"], max_position_embeddings=a["max_positions"], rms_norm_eps=1e-6,
+                hidden_act="silu", rope_parameters={"rope_type": "default", "mrope_section": mrope, **a["rope"]},
                 bos_token_id=151643, eos_token_id=151645, **t)
-    vision = dict(patch_size=14, spatial_merge_size=2, temporal_patch_size=2, in_channels=3, window_size=112,
-                  out_hidden_size=t["hidden_size"], hidden_act="silu", tokens_per_second=2, **s["vision"])
-    return Qwen2_5_VLConfig(text_config=text, vision_config=vision, image_token_id=151655, video_token_id=151656,
-                            vision_start_token_id=151652, vision_end_token_id=151653,
-                            tie_word_embeddings=shape == "tiny")
+    vision = dict(patch_size=fam.patch, spatial_merge_size=fam.merge, temporal_patch_size=2, in_channels=3,
+                  out_hidden_size=t["hidden_size"], **a["vision"], **s["vision"])
+    return getattr(transformers, a["config"])(
+        text_config=text, vision_config=vision, image_token_id=151655, video_token_id=151656,
+        vision_start_token_id=151652, vision_end_token_id=151653, tie_word_embeddings=shape == "tiny")
 
 
 def model_class(family: str):
     import transformers
 
-    return {"qwen3_vl": transformers.Qwen3VLForConditionalGeneration,
-            "qwen2_5_vl": transformers.Qwen2_5_VLForConditionalGeneration}[family]
+    return getattr(transformers, ARCH[family]["model"])
 
 
 def build(out: str | Path, shape: str = "tiny", seed: int = 0, dtype: str = "bfloat16", device: str = "cpu",
@@ -187,8 +181,8 @@ def build(out: str | Path, shape: str = "tiny", seed: int = 0, dtype: str = "bfl
     import torch
     from transformers import GenerationConfig
 
-    if shape not in FAMILY_SHAPES[family]:
-        raise SystemExit(f"--shape {shape}: {family} has shapes {sorted(FAMILY_SHAPES[family])}")
+    if shape not in ARCH[family]["shapes"]:
+        raise SystemExit(f"--shape {shape}: {family} has shapes {sorted(ARCH[family]['shapes'])}")
     out = Path(out).resolve()
     torch.manual_seed(seed)
     config = build_config(shape, family)
@@ -242,8 +236,8 @@ def write_shapes(out: str | Path, shape: str = "8b") -> Path:
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--out", required=True)
-    p.add_argument("--family", choices=sorted(FAMILY_SHAPES), default="qwen3_vl")
-    p.add_argument("--shape", choices=sorted({k for v in FAMILY_SHAPES.values() for k in v}), default="tiny")
+    p.add_argument("--family", choices=sorted(ARCH), default="qwen3_vl")
+    p.add_argument("--shape", choices=sorted({k for a in ARCH.values() for k in a["shapes"]}), default="tiny")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--dtype", default="bfloat16")
     p.add_argument("--device", default="cpu")
