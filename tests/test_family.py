@@ -3,6 +3,7 @@ processor (swift's template encode: the pixel array the model is fed), qwen_vl_u
 from __future__ import annotations
 
 import json
+import os
 
 import numpy as np
 import pytest
@@ -207,9 +208,12 @@ def test_qwen25_decode_steps_reuse_their_static_inputs(tmp_path, tiny25, monkeyp
     assert got[True] == got[False]
 
 
-def test_pixel_answers_need_their_sample_records(exp, tmp_path):
-    """A row with no sample record cannot be converted from resized-image pixels: said before any model loads."""
+def test_pixel_answers_need_their_sample_records(exp, tmp_path, monkeypatch):
+    """A row with no sample record cannot be converted from resized-image pixels: said before any model loads.
+    And eval takes the image budget from the experiment, not from an inherited IMAGE_MAX_TOKEN_NUM."""
     from eval.run import main
+
+    monkeypatch.setenv("IMAGE_MAX_TOKEN_NUM", "999")
 
     data = tmp_path / "orphan.jsonl"
     data.write_text(json.dumps({"messages": [{"role": "user", "content": "<image>x"},
@@ -219,3 +223,4 @@ def test_pixel_answers_need_their_sample_records(exp, tmp_path):
         main(["--config", str(exp["path"]), "--set", f"paths.data={exp['cfg']['paths']['data']}",
               "--set", "model.family=qwen2_5_vl", "--model", str(tmp_path / "no-model"),
               "--data", str(data), "--out", str(tmp_path / "out")])
+    assert os.environ["IMAGE_MAX_TOKEN_NUM"] == str(exp["cfg"]["image_max_token_num"])
