@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 import tempfile
@@ -16,6 +15,8 @@ ROOT = Path(__file__).resolve().parent.parent
 for p in (ROOT, ROOT / "scripts"):
     if str(p) not in sys.path:
         sys.path.insert(0, str(p))
+
+from data_prep import procenv  # noqa: E402
 
 
 def prepare_experiment(tmp: Path, model: Path, name: str, changes: dict) -> tuple[Path, dict]:
@@ -48,9 +49,8 @@ def first_gpu() -> tuple[str, float | None]:
 
 
 def child_env(**extra) -> dict:
-    """This process's environment with the project root first on PYTHONPATH (for the entry points)."""
-    return {**os.environ, **extra,
-            "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
+    """A child's environment (data_prep/procenv.py: offline, the project first on PYTHONPATH) plus ``extra``."""
+    return procenv.child_env(**extra)
 
 
 def read_train_log(log_file: Path) -> tuple[dict | None, float | None]:

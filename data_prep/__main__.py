@@ -100,7 +100,12 @@ def main(argv=None) -> int:
                 return 1
         elif a.cmd == "import-pigg":
             from .import_pigg import import_pigg
-            _print(import_pigg(a.pkl_dir, data))
+            rep = import_pigg(a.pkl_dir, data)
+            _print(rep)
+            if rep["refused_files"]:
+                print(f"import-pigg: {len(rep['refused_files'])} file(s) refused (report.json: refused_files)",
+                      file=sys.stderr)
+                return 1
         elif a.cmd == "survey":
             from .survey import survey
             print(survey(cfg))

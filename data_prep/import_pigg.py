@@ -7,13 +7,21 @@ prompt (intent inside), and an assistant turn with the two-block answer (groundi
 grid). A sample may be the message list itself or a dict with ``messages``; a content may be a
 string or a list of ``{"type": "image"|"text", ...}`` parts; a ``system`` turn counts as user
 text (PIGG's dataset turned system into user). PIGG kept no pixel point, so x_px/y_px are put at
-the centre of the grid cell, which maps back to the same grid point. Unpickling runs code from
-the file: import only files you trust.
+the centre of the grid cell, which maps back to the same grid point.
+
+A pickle can name any importable function and have it called while loading (``os.system``,
+``builtins.exec``, ``subprocess.Popen``...). PIGG's files hold only lists and dicts of strings and
+numbers, so they are read by ``SafeUnpickler``: builtin containers and scalars (``ALLOWED``), every other
+global refused before it is looked up. A refused file is not imported (nothing read from it is written),
+named with the refused global in ``report.json`` (``refused_files``) and on stderr; the other users' files
+still import, and the CLI exits non-zero.
 """
 from __future__ import annotations
 
+import io
 import pickle
 import re
+import sys
 from collections import Counter
 from pathlib import Path
 
@@ -27,6 +35,37 @@ _REF = re.compile(r"```referring\s*\n(.*?)\n?```", re.S)
 _GRD = re.compile(r"```grounding\s*\n(.*?)```", re.S)
 _INT2 = re.compile(r"-?\d+")
 _EPISODE = re.compile(r"^\d{8}_\d{6}$")
+
+# What PIGG's pickles need: builtin scalars and containers. Protocols 0-2 name some of them as globals
+# (a set or frozenset through its constructor, bytes through _codecs.encode); protocol 4+ has opcodes for all.
+ALLOWED = frozenset({
+    ("builtins", n) for n in ("dict", "list", "tuple", "set", "frozenset", "str", "bytes", "bytearray",
+                              "int", "float", "complex", "bool")} | {("_codecs", "encode")})
+
+
+class RefusedPickle(pickle.UnpicklingError):
+    """A pickle names a global that PIGG's data does not need (it would run code while loading)."""
+
+
+class SafeUnpickler(pickle.Unpickler):
+    """pickle.Unpickler that resolves only the globals in ALLOWED (PIGG's data: builtin containers/scalars)."""
+
+    def find_class(self, module: str, name: str):
+        if (module, name) not in ALLOWED:
+            raise RefusedPickle(f"refused global {module}.{name} (only builtin containers and scalars are "
+                                "loaded: a pickle naming anything else could run code)")
+        return super().find_class(module, name)
+
+
+def safe_load(path: Path):
+    """The object pickled in ``path``, through SafeUnpickler; RefusedPickle names the file and the global."""
+    data = Path(path).read_bytes()
+    try:
+        return SafeUnpickler(io.BytesIO(data)).load()
+    except RefusedPickle as e:
+        raise RefusedPickle(f"{path}: {e}") from None
+    except (pickle.UnpicklingError, EOFError, ValueError, TypeError) as e:
+        raise RefusedPickle(f"{path}: not a readable pickle ({type(e).__name__}: {e})") from None
 
 
 def _parts(content) -> list[dict]:
@@ -82,11 +121,15 @@ def import_pigg(pkl_dir: str | Path, out: str | Path) -> dict:
     files = sorted(pkl_dir.glob("user_*.pkl"), key=lambda p: int(re.sub(r"\D", "", p.stem) or 0))
     if not files:
         raise FileNotFoundError(f"{pkl_dir}: no user_{{k}}.pkl files")
-    skipped, examples, per_user, mapping = Counter(), {}, {}, {}
+    skipped, examples, per_user, mapping, refused = Counter(), {}, {}, {}, {}
     for f in files:
         user = int(re.sub(r"\D", "", f.stem))
-        with open(f, "rb") as fh:
-            data = pickle.load(fh)  # noqa: S301 - documented: trusted files only
+        try:
+            data = safe_load(f)
+        except RefusedPickle as e:
+            refused[str(f)] = str(e)
+            print(f"import-pigg: not imported: {e}", file=sys.stderr)
+            continue
         if not isinstance(data, list):
             raise ValueError(f"{f}: expected a pickled list of samples, got {type(data).__name__}")
         rows = []
@@ -104,6 +147,7 @@ def import_pigg(pkl_dir: str | Path, out: str | Path) -> dict:
     write_json(out / "users.json", mapping)
     report = {"source": str(pkl_dir.resolve()), "samples": sum(map(len, per_user.values())),
               "users": len(per_user), "samples_per_user": {str(u): len(r) for u, r in per_user.items()},
-              "skipped": dict(skipped), "skip_examples": {k: v[:20] for k, v in examples.items()}}
+              "skipped": dict(skipped), "skip_examples": {k: v[:20] for k, v in examples.items()},
+              "refused_files": refused}
     write_json(out / "report.json", report)
     return report

@@ -11,22 +11,23 @@ unquantized base (swift does so). An existing merged folder is kept unless --fre
 from __future__ import annotations
 
 import argparse
-import os
 import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 from data_prep.config import ROOT, ConfigError, add_config_args, load_experiment, run_dir
+from data_prep.procenv import child_env, swift_args as remote_code_args
 from data_prep.rundir import marker_checkpoint, read_marker, write_marker
 
 
 def merge_command(adapter: Path, out: Path, device: str) -> list[str]:
     return [sys.executable, "-m", "swift.cli.main", "export", "--adapters", str(adapter), "--merge_lora", "true",
-            "--output_dir", str(out), "--device_map", "cpu" if device == "cpu" else "auto"]
+            "--output_dir", str(out), "--device_map", "cpu" if device == "cpu" else "auto",
+            "--external_plugins", *remote_code_args()["external_plugins"]]
 
 
-def merge(adapter: Path, out: Path, device: str = "cpu", fresh: bool = False) -> Path:
+def merge(cfg: dict, adapter: Path, out: Path, device: str = "cpu", fresh: bool = False) -> Path:
     adapter, out = Path(adapter).resolve(), Path(out).resolve()
     if not (adapter / "adapter_config.json").exists():
         raise ConfigError(f"{adapter}: not a LoRA checkpoint (no adapter_config.json); full fine-tuning "
@@ -39,9 +40,7 @@ def merge(adapter: Path, out: Path, device: str = "cpu", fresh: bool = False) ->
         return out
     if out.exists():
         shutil.rmtree(out)  # a half-written merge (no MERGED marker), or --fresh
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "MODELSCOPE_OFFLINE": "1",
-           "CUDA_VISIBLE_DEVICES": "" if device == "cpu" else device,
-           "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
+    env = child_env(cfg, devices=device)
     log = out.parent / "export.log"
     cmd = merge_command(adapter, out, device)
     print(f"[export] {' '.join(cmd[2:])}  (log: {log})", flush=True)
@@ -80,7 +79,7 @@ def main(argv=None) -> int:
                 raise ConfigError(f"{fold}: the fold is not finished (no DONE marker); run scripts/4_finetune_person.sh")
             adapter = marker_checkpoint(fold / "DONE")
             out = Path(a.out) if a.out else fold / "merged"
-        merge(adapter, out, a.gpus, a.fresh)
+        merge(cfg, adapter, out, a.gpus, a.fresh)
     except ConfigError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

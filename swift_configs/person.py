@@ -26,6 +26,7 @@ from pathlib import Path
 from data_prep.config import ROOT, ConfigError, add_config_args, load_experiment, run_dir
 from data_prep.export import swift_paths
 from data_prep.io import read_json, write_json
+from data_prep.procenv import child_env
 from data_prep.rundir import write_marker
 from eval.metrics import overall, summarize_folds
 
@@ -46,11 +47,8 @@ def eval_command(cfg_path: str, overrides: list[str], model: str, adapters: list
 
 def run_eval(cmd: list[str], env: dict, device: str, log: Path, what: str) -> None:
     """Run an eval.run command on ``device``, its output appended to ``log``; a failure names the log's tail."""
-    penv = {**os.environ, **env, "HF_HUB_OFFLINE": "1", "MODELSCOPE_OFFLINE": "1",
-            "CUDA_VISIBLE_DEVICES": "" if device == "cpu" else device,
-            "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
     with open(log, "a", encoding="utf-8") as f:
-        rc = subprocess.run(cmd, env=penv, stdout=f, stderr=subprocess.STDOUT, cwd=ROOT).returncode
+        rc = subprocess.run(cmd, env=child_env(devices=device, **env), stdout=f, stderr=subprocess.STDOUT, cwd=ROOT).returncode
     if rc != 0:
         tail = log.read_text(encoding="utf-8", errors="replace").splitlines()[-15:]
         raise TrainError(f"eval failed (exit {rc}) for {what}; see {log}:\n" + "\n".join(tail))

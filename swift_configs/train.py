@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
-import os
 import shutil
 import subprocess
 import sys
@@ -24,6 +23,7 @@ from pathlib import Path
 from data_prep import rundir
 from data_prep.config import ROOT, ConfigError, add_config_args, load_experiment
 from data_prep.io import write_json
+from data_prep.procenv import child_env
 from data_prep.rundir import latest_checkpoint, marker_checkpoint, write_marker
 
 from .generate import Run, gpu_list, missing_packages, render
@@ -115,8 +115,7 @@ def require_packages(run: Run) -> None:
 def execute(run: Run, log_name: str = "train.log", extra_env: dict | None = None, echo: bool = True) -> Path:
     """Run swift sft for a prepared run; on success write TRAINED and return the final checkpoint."""
     require_packages(run)
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "MODELSCOPE_OFFLINE": "1", **run.proc_env, **(extra_env or {})}
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
+    env = child_env(**run.env, **run.proc_env, **(extra_env or {}))  # the YAML's ENV wins over an inherited value
     log = run.run_dir / log_name
     if echo:
         print(f"[train] swift sft {run.yaml_path}  (env, command, versions: {run.run_dir / 'manifest.json'}; "

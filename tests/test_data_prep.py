@@ -163,6 +163,54 @@ def test_import_pigg_round_trip(tmp_path, exp):
     assert all((to_grid(s.x_px, s.width), to_grid(s.y_px, s.height)) == (s.x, s.y) for s in got)
 
 
+class _Payload:
+    """Unpickling this calls ``func(*args)``: what a hostile pickle does."""
+
+    def __init__(self, func, *args):
+        self.func, self.args = func, args
+
+    def __reduce__(self):
+        return self.func, self.args
+
+
+def test_import_pigg_refuses_pickles_that_run_code(tmp_path, exp):
+    """os.system / builtins.exec / subprocess payloads are refused before they run (the files they would
+    write never appear), named with the refused global; the good user's file still imports; exit code 1."""
+    import builtins
+    import os as _os
+    import subprocess as _sp
+
+    s = load_samples(exp["tmp"] / "data", [1])[1][0]
+    good = [{"messages": [
+        {"role": "user", "content": [{"type": "image", "image": s.image},
+                                     {"type": "text", "text": prompt_text(s.instruction)}]},
+        {"role": "assistant", "content": answer_text(s.content, s.x, s.y)}]}]
+    pkl, pwned = tmp_path / "pkl", tmp_path / "pwned"
+    pkl.mkdir()
+    hostile = {2: _Payload(_os.system, f"touch {pwned}_2"),
+               3: _Payload(builtins.exec, f"open({str(pwned) + '_3'!r}, 'w').write('x')"),
+               4: [good[0], _Payload(_sp.call, ["touch", f"{pwned}_4"])]}
+    with open(pkl / "user_1.pkl", "wb") as f:
+        pickle.dump(good, f, protocol=2)  # protocol 2: containers go through the allowed globals
+    for u, obj in hostile.items():
+        with open(pkl / f"user_{u}.pkl", "wb") as f:
+            pickle.dump(obj, f)
+    (pkl / "user_5.pkl").write_bytes(b"\x80\x04 not a pickle")
+    p = run_cli("-m", "data_prep", "import-pigg", "--pkl-dir", str(pkl), "--out", str(tmp_path / "d"), check=False)
+    assert p.returncode == 1, p.stderr
+    assert not list(tmp_path.glob("pwned*"))  # nothing ran
+    rep = json.loads(p.stdout)
+    assert rep["samples"] == 1 and rep["users"] == 1 and load_samples(tmp_path / "d", [1])[1][0].image == s.image
+    refused = rep["refused_files"]
+    assert sorted(refused) == [str(pkl / f"user_{u}.pkl") for u in (2, 3, 4, 5)]
+    assert "refused global posix.system" in refused[str(pkl / "user_2.pkl")]
+    assert "refused global builtins.exec" in refused[str(pkl / "user_3.pkl")]
+    assert "refused global subprocess.call" in refused[str(pkl / "user_4.pkl")]
+    assert "not a readable pickle" in refused[str(pkl / "user_5.pkl")]
+    assert not (tmp_path / "d" / "samples" / "user_4.jsonl").exists()  # its good first sample is not written
+    assert "user_2.pkl: refused global posix.system" in p.stderr
+
+
 def test_config_errors_name_file_and_key(tmp_path):
     bad = tmp_path / "bad.yaml"
     bad.write_text("base: " + str(ROOT / "swift_configs/experiments/demo.yaml") + "\nfolds:\n  kk: 3\n")

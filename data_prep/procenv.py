@@ -1,0 +1,99 @@
+"""A process's environment: what every child process the harness starts gets, and what a model load may run.
+
+Usage: ``subprocess.run(cmd, env=child_env(cfg, devices="0"))``; ``apply(cfg)`` in a process that loads a
+model itself (eval); ``swift_args(cfg)`` / ``swift_env(cfg)`` for a generated swift YAML.
+
+The one place these are set:
+- offline hubs (``HF_HUB_OFFLINE``, ``MODELSCOPE_OFFLINE``): nothing is ever downloaded;
+- ``PYTHONPATH`` with the project root first (entry points run as ``python -m``);
+- ``CUDA_VISIBLE_DEVICES`` from a device list (``cpu`` hides every GPU);
+- from the experiment: ``IMAGE_MAX_TOKEN_NUM`` (the image budget: swift reads it per process and does not
+  save it in a checkpoint, and answers in pixels depend on it) and ``PIGG_TRUST_REMOTE_CODE``.
+
+Remote code: ms-swift 4.6 loads every model folder with ``trust_remote_code=True`` (``ModelLoader.
+default_trust_remote_code``, and a hard-coded ``AutoConfig.from_pretrained(..., trust_remote_code=True)`` in
+``swift.model.model_meta._get_model_info``), i.e. it would run Python files shipped inside the folder. Qwen3-VL and
+Qwen2.5-VL are transformers' own classes and need none of it, so the harness turns it off unless the
+experiment says ``model.trust_remote_code: true``: in this process by ``set_trust_remote_code``, in a
+``swift sft`` / ``swift export`` child through swift's own ``external_plugins`` (``PLUGIN``, which reads
+``PIGG_TRUST_REMOTE_CODE``). A folder that needs its own code then fails to load with transformers' error.
+Imports no torch (swift only inside set_trust_remote_code).
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+PLUGIN = Path(__file__).with_name("plugins") / "remote_code.py"  # swift's external_plugins file
+TRUST_ENV = "PIGG_TRUST_REMOTE_CODE"
+OFFLINE = {"HF_HUB_OFFLINE": "1", "MODELSCOPE_OFFLINE": "1"}
+
+
+def experiment_env(cfg: dict) -> dict[str, str]:
+    """What a process loading this experiment's models needs in its environment."""
+    return {"IMAGE_MAX_TOKEN_NUM": str(cfg["image_max_token_num"]),
+            TRUST_ENV: "1" if cfg["model"]["trust_remote_code"] else "0"}
+
+
+def child_env(cfg: dict | None = None, devices: str | None = None, **extra) -> dict[str, str]:
+    """This process's environment for a child: offline, the project first on PYTHONPATH, the experiment's
+    budget and remote-code switch (``cfg``), the visible devices (``devices``: "cpu", "0" or "0,1"), then ``extra``."""
+    env = {**os.environ, **OFFLINE}
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))
+    if cfg is not None:
+        env.update(experiment_env(cfg))
+    if devices is not None:
+        env["CUDA_VISIBLE_DEVICES"] = "" if devices == "cpu" else str(devices)
+    env.update({k: str(v) for k, v in extra.items()})
+    return env
+
+
+def apply(cfg: dict) -> None:
+    """This process loads the experiment's models itself (eval): the same budget and remote-code switch."""
+    os.environ.update({**OFFLINE, **experiment_env(cfg)})
+    set_trust_remote_code(cfg["model"]["trust_remote_code"])
+
+
+class _SwitchedAutoConfig:
+    """transformers' AutoConfig as swift's model_meta sees it: trust_remote_code follows the switch."""
+
+    def __init__(self, auto_config):
+        self.auto_config = auto_config
+
+    def from_pretrained(self, *args, **kwargs):
+        from swift.model.register import ModelLoader
+
+        kwargs["trust_remote_code"] = ModelLoader.default_trust_remote_code
+        return self.auto_config.from_pretrained(*args, **kwargs)
+
+
+def _drop_untrue_warning(record) -> bool:
+    """swift warns 'Loading ... with trust_remote_code=True' before every load: not so while the switch is off."""
+    from swift.model.register import ModelLoader
+
+    return ModelLoader.default_trust_remote_code or "with trust_remote_code=True" not in record.getMessage()
+
+
+def set_trust_remote_code(on: bool) -> None:
+    """Whether swift's model loaders (config, processor, weights) may run code shipped in a model folder."""
+    from swift.model import model_meta
+    from swift.model.register import ModelLoader
+    from swift.utils import get_logger
+
+    ModelLoader.default_trust_remote_code = bool(on)
+    if not isinstance(model_meta.AutoConfig, _SwitchedAutoConfig):
+        model_meta.AutoConfig = _SwitchedAutoConfig(model_meta.AutoConfig)
+    logger = get_logger()
+    if _drop_untrue_warning not in logger.filters:
+        logger.addFilter(_drop_untrue_warning)
+
+
+def trust_from_env() -> bool:
+    return os.environ.get(TRUST_ENV, "0") == "1"
+
+
+def swift_args(existing: list | None = None) -> dict:
+    """The swift keys that carry the switch into a `swift sft` / `swift export` child (after the user's own plugins)."""
+    plugins = [p for p in (existing or []) if Path(p).resolve() != PLUGIN.resolve()]
+    return {"external_plugins": plugins + [str(PLUGIN)]}
