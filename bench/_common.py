@@ -1,8 +1,11 @@
-"""Shared by the GPU bench scripts: a temporary experiment on synthetic data, built and exported; a
-`swift sft` run timed step by step from outside."""
+"""Shared by the GPU bench scripts: a scratch folder removed on exit, a temporary experiment on synthetic
+data, built and exported; a `swift sft` run timed step by step from outside."""
 from __future__ import annotations
 
+import contextlib
 import json
+import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -17,6 +20,21 @@ for p in (ROOT, ROOT / "scripts"):
         sys.path.insert(0, str(p))
 
 from data_prep import procenv  # noqa: E402
+
+
+@contextlib.contextmanager
+def scratch(prefix: str):
+    """A temporary folder for a bench's data and model (an 8B-shaped model is 16-17 GB), said where, and removed
+    when the bench ends: normally, on an error, on Ctrl-C and on SIGTERM (turned into SystemExit here)."""
+    tmp = Path(tempfile.mkdtemp(prefix=prefix))
+    print(f"[bench] scratch folder (data, model; removed on exit): {tmp}", flush=True)
+    old = signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
+    try:
+        yield tmp
+    finally:
+        signal.signal(signal.SIGTERM, old)
+        shutil.rmtree(tmp, ignore_errors=True)
+        print(f"[bench] removed {tmp}", flush=True)
 
 
 def prepare_experiment(tmp: Path, model: Path, name: str, changes: dict) -> tuple[Path, dict]:

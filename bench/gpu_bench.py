@@ -37,7 +37,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "scripts"))
 sys.path.insert(0, str(ROOT / "bench"))
 from data_prep.io import write_json  # noqa: E402
-from _common import child_env, first_gpu, median_step_s, prepare_experiment, read_train_log, run_polled, steady_rate  # noqa: E402
+from _common import child_env, first_gpu, median_step_s, prepare_experiment, read_train_log, run_polled, steady_rate, scratch  # noqa: E402
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("MODELSCOPE_OFFLINE", "1")
 
@@ -599,35 +599,35 @@ def main(argv=None):
     res = {"shape": a.shape, "device": a.device, "gpu": first_gpu()[0] if a.device == "cuda" else "cpu",
            "torch": torch.__version__, "transformers": transformers.__version__, "image_max_token_num": budget,
            "new_tokens": a.new_tokens, "eval": {}, "train": {}}
-    tmp = Path(tempfile.mkdtemp(prefix="pigg_bench_"))
-    t0 = time.time()
-    cfg = make_data(tmp, a.shape, budget)
-    log(f"data ready ({time.time() - t0:.0f}s)")
-    model_dir = tmp / "model"  # built in a child: this process holds no GPU memory while swift trains below
-    subprocess.run([sys.executable, str(ROOT / "scripts" / "build_tiny_model.py"), "--out", str(model_dir), "--shape",
-                    a.shape, "--device", a.device, "--dtype", "bfloat16" if a.device == "cuda" else "float32"],
-                   check=True, env=child_env(), cwd=ROOT)
-    log(f"model ready ({time.time() - t0:.0f}s)")
-    if "train" not in a.skip:  # first: swift's children get the whole GPU (this process has not touched it yet)
-        variants = [(v, TRAIN_VARIANTS[v]) for v in (a.train_variants or ["bs4_gc", "bs4_nogc"])]
-        if a.quick:
-            variants = variants[:1]
-        bench_train(cfg, model_dir, a.device, a.train_steps, res, out_json, variants)
-        res["parent_cuda_initialized_while_training"] = torch.cuda.is_initialized()
-    if "eval" not in a.skip:
-        bench_eval(cfg, model_dir, a.device, a.n_eval, a.batch, a.new_tokens, res, out_json,
-                   baselines="baselines" not in a.skip, extra_batches=a.eval_batches or [], profile=a.profile,
-                   variants=a.eval_variants, ladder=not a.no_eval_ladder, breakdown="breakdown" not in a.skip)
-    if "handrolled" not in a.skip:
-        for h in (a.handrolled or ["handrolled_bs4_gc"])[:1 if a.quick else None]:
-            bench_handrolled(cfg, model_dir, a.device, a.train_steps if a.quick else max(a.train_steps, 20), res,
-                             out_json, *HANDROLLED[h])
-    res["estimate_gpu_hours"] = estimate(res)
-    save(res, out_json)
-    print(json.dumps({k: res[k] for k in ("eval", "estimate_gpu_hours")}, indent=1))
-    for k, v in res["train"].items():
-        print(k, {x: v.get(x) for x in ("samples_per_s", "tokens_per_s", "peak_mem_gib", "error")})
-    print(f"wrote {out_json}")
+    with scratch("pigg_bench_") as tmp:
+        t0 = time.time()
+        cfg = make_data(tmp, a.shape, budget)
+        log(f"data ready ({time.time() - t0:.0f}s)")
+        model_dir = tmp / "model"  # built in a child: this process holds no GPU memory while swift trains below
+        subprocess.run([sys.executable, str(ROOT / "scripts" / "build_tiny_model.py"), "--out", str(model_dir), "--shape",
+                        a.shape, "--device", a.device, "--dtype", "bfloat16" if a.device == "cuda" else "float32"],
+                       check=True, env=child_env(), cwd=ROOT)
+        log(f"model ready ({time.time() - t0:.0f}s)")
+        if "train" not in a.skip:  # first: swift's children get the whole GPU (this process has not touched it yet)
+            variants = [(v, TRAIN_VARIANTS[v]) for v in (a.train_variants or ["bs4_gc", "bs4_nogc"])]
+            if a.quick:
+                variants = variants[:1]
+            bench_train(cfg, model_dir, a.device, a.train_steps, res, out_json, variants)
+            res["parent_cuda_initialized_while_training"] = torch.cuda.is_initialized()
+        if "eval" not in a.skip:
+            bench_eval(cfg, model_dir, a.device, a.n_eval, a.batch, a.new_tokens, res, out_json,
+                       baselines="baselines" not in a.skip, extra_batches=a.eval_batches or [], profile=a.profile,
+                       variants=a.eval_variants, ladder=not a.no_eval_ladder, breakdown="breakdown" not in a.skip)
+        if "handrolled" not in a.skip:
+            for h in (a.handrolled or ["handrolled_bs4_gc"])[:1 if a.quick else None]:
+                bench_handrolled(cfg, model_dir, a.device, a.train_steps if a.quick else max(a.train_steps, 20), res,
+                                 out_json, *HANDROLLED[h])
+        res["estimate_gpu_hours"] = estimate(res)
+        save(res, out_json)
+        print(json.dumps({k: res[k] for k in ("eval", "estimate_gpu_hours")}, indent=1))
+        for k, v in res["train"].items():
+            print(k, {x: v.get(x) for x in ("samples_per_s", "tokens_per_s", "peak_mem_gib", "error")})
+        print(f"wrote {out_json}")
 
 
 if __name__ == "__main__":

@@ -25,12 +25,11 @@ import argparse
 import os
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # bench/_common.py
-from _common import ROOT, child_env, first_gpu, median_step_s, prepare_experiment, read_train_log, run_polled, steady_rate  # noqa: E402
+from _common import ROOT, child_env, first_gpu, median_step_s, prepare_experiment, read_train_log, run_polled, steady_rate, scratch  # noqa: E402
 from data_prep.io import read_json, write_json  # noqa: E402
 
 GIB = 2**30
@@ -237,54 +236,54 @@ def main(argv=None):
     gpu, card = first_gpu() if a.device == "cuda" else ("cpu", None)
     res = {"family": a.family, "shape": a.shape, "device": a.device, "gpu": gpu, "card_gib": card,
            "cap_gib": a.cap_gb, "eval": {}, "cap_eval": {}, "train": {}}
-    tmp = Path(tempfile.mkdtemp(prefix="pigg_fit_"))
-    t0 = time.time()
-    cfg_path, cfg = make_data(tmp, a.shape, budget, 12 if a.shape == "tiny" else 150, a.family)
-    log(f"data ready ({time.time() - t0:.0f}s)")
-    cmd = [sys.executable, str(ROOT / "scripts" / "build_tiny_model.py"), "--out", str(tmp / "model"), "--shape",
-           a.shape, "--family", a.family, "--device", a.device, "--dtype", "bfloat16" if a.device == "cuda" else "float32"]
-    subprocess.run(cmd, check=True, env=child_env(), cwd=ROOT)  # a child: this process never touches the GPU
-    log(f"model ready ({time.time() - t0:.0f}s)")
-    from data_prep.export import swift_paths
+    with scratch("pigg_fit_") as tmp:
+        t0 = time.time()
+        cfg_path, cfg = make_data(tmp, a.shape, budget, 12 if a.shape == "tiny" else 150, a.family)
+        log(f"data ready ({time.time() - t0:.0f}s)")
+        cmd = [sys.executable, str(ROOT / "scripts" / "build_tiny_model.py"), "--out", str(tmp / "model"), "--shape",
+               a.shape, "--family", a.family, "--device", a.device, "--dtype", "bfloat16" if a.device == "cuda" else "float32"]
+        subprocess.run(cmd, check=True, env=child_env(), cwd=ROOT)  # a child: this process never touches the GPU
+        log(f"model ready ({time.time() - t0:.0f}s)")
+        from data_prep.export import swift_paths
 
-    data = str(swift_paths(cfg, 1)["all"])
-    base = {"config": str(cfg_path), "model": str(tmp / "model"), "data": data, "device": a.device, "tmp": str(tmp),
-            "short_tokens": a.short_tokens, "long_n": a.long_n,
-            "long_tokens": 24 if a.quick else None, "long_reserve": 6 if a.quick else None}
-    if "eval" not in a.skip:
-        spec = {**base, "n": a.n_eval, "batches": [b if b == "auto" else int(b) for b in a.batches], "long": True,
-                "coef": True, "out": str(tmp / "eval.json")}
-        res["eval"] = run_eval_child(spec, {})
+        data = str(swift_paths(cfg, 1)["all"])
+        base = {"config": str(cfg_path), "model": str(tmp / "model"), "data": data, "device": a.device, "tmp": str(tmp),
+                "short_tokens": a.short_tokens, "long_n": a.long_n,
+                "long_tokens": 24 if a.quick else None, "long_reserve": 6 if a.quick else None}
+        if "eval" not in a.skip:
+            spec = {**base, "n": a.n_eval, "batches": [b if b == "auto" else int(b) for b in a.batches], "long": True,
+                    "coef": True, "out": str(tmp / "eval.json")}
+            res["eval"] = run_eval_child(spec, {})
+            write_json(out, res)
+        if "cap_eval" not in a.skip:
+            spec = {**base, "n": min(a.n_eval, 64), "batches": ["auto"], "long": True, "long_n": min(a.long_n, 16),
+                    "out": str(tmp / "cap_eval.json")}
+            res["cap_eval"] = run_eval_child(spec, {"PIGG_GPU_MEMORY_GB": str(a.cap_gb)})
+            write_json(out, res)
+        folds = []
+        if "train" not in a.skip:
+            folds.append(("person_lora", "person_lora", [], None))
+        if a.tokens:
+            folds.append(("user_tokens_special", "person_lora", [], None))
+        if "cap_train" not in a.skip:
+            folds += [("person_qlora_cap", "person_qlora", [], a.cap_gb),
+                      ("person_lora_gc_cap", "person_lora", ["gradient_checkpointing=true"], a.cap_gb)]
+        for name, template, extra, cap in folds:
+            if a.device == "cpu" and template == "person_qlora":
+                res["train"][name] = {"skipped": "QLoRA (bitsandbytes 4-bit) runs on a GPU only"}
+                continue
+            if a.device == "cpu":
+                extra = extra + ["use_liger_kernel=false"]
+            log(f"train {name} ...")
+            res["train"][name] = r = train_fold(cfg, cfg_path, tmp / "model", a.device, a.steps, template, extra, cap,
+                                                "special" if name == "user_tokens_special" else None)
+            log(f"train {name}: peak {r.get('peak_reserved_gib')} GiB (preflight {r.get('preflight_gib', 0):.1f}), "
+                f"median step {r.get('median_step_tokens_per_s') or 0:.0f} tokens/s {r.get('error', '')[-300:]}")
+            write_json(out, res)
+        res["parent_cuda_initialized"] = "torch" in sys.modules and sys.modules["torch"].cuda.is_initialized()
         write_json(out, res)
-    if "cap_eval" not in a.skip:
-        spec = {**base, "n": min(a.n_eval, 64), "batches": ["auto"], "long": True, "long_n": min(a.long_n, 16),
-                "out": str(tmp / "cap_eval.json")}
-        res["cap_eval"] = run_eval_child(spec, {"PIGG_GPU_MEMORY_GB": str(a.cap_gb)})
-        write_json(out, res)
-    folds = []
-    if "train" not in a.skip:
-        folds.append(("person_lora", "person_lora", [], None))
-    if a.tokens:
-        folds.append(("user_tokens_special", "person_lora", [], None))
-    if "cap_train" not in a.skip:
-        folds += [("person_qlora_cap", "person_qlora", [], a.cap_gb),
-                  ("person_lora_gc_cap", "person_lora", ["gradient_checkpointing=true"], a.cap_gb)]
-    for name, template, extra, cap in folds:
-        if a.device == "cpu" and template == "person_qlora":
-            res["train"][name] = {"skipped": "QLoRA (bitsandbytes 4-bit) runs on a GPU only"}
-            continue
-        if a.device == "cpu":
-            extra = extra + ["use_liger_kernel=false"]
-        log(f"train {name} ...")
-        res["train"][name] = r = train_fold(cfg, cfg_path, tmp / "model", a.device, a.steps, template, extra, cap,
-                                            "special" if name == "user_tokens_special" else None)
-        log(f"train {name}: peak {r.get('peak_reserved_gib')} GiB (preflight {r.get('preflight_gib', 0):.1f}), "
-            f"median step {r.get('median_step_tokens_per_s') or 0:.0f} tokens/s {r.get('error', '')[-300:]}")
-        write_json(out, res)
-    res["parent_cuda_initialized"] = "torch" in sys.modules and sys.modules["torch"].cuda.is_initialized()
-    write_json(out, res)
-    log(f"wrote {out}")
-    summary(res)
+        log(f"wrote {out}")
+        summary(res)
 
 
 def summary(res: dict) -> None:

@@ -16,13 +16,12 @@ import json
 import shutil
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # bench/_common.py
 from data_prep.io import write_json  # noqa: E402
-from _common import ROOT, child_env, first_gpu, prepare_experiment, read_train_log, run_polled, steady_rate  # noqa: E402
+from _common import ROOT, child_env, first_gpu, prepare_experiment, read_train_log, run_polled, steady_rate, scratch  # noqa: E402
 
 TOKENS = 1082  # per sample: prompt ≈ 1052 (measured by gpu_bench) + answer ≈ 30
 
@@ -137,18 +136,18 @@ def main(argv=None):
     variants = [parse_variant(v) for v in a.variants]
     from data_prep.synth import synth
 
-    tmp = Path(tempfile.mkdtemp(prefix="pigg_z3_"))
-    synth(tmp / "raw", users=3, episodes=60, seed=0, scale=1.0, defects=False, test_users=1, test_episodes=10)
-    model = tmp / "model"
-    # built in a child: this process must hold no GPU memory while swift trains (it kept ~17 GB on GPU 0,
-    # its allocator's cache, and the 2 x H100 run ran out of memory)
-    subprocess.run([sys.executable, str(ROOT / "scripts" / "build_tiny_model.py"), "--out", str(model), "--shape", a.shape,
-                    "--device", "cuda" if a.shape == "8b" else "cpu",
-                    "--dtype", "bfloat16" if a.shape == "8b" else "float32"], check=True, env=child_env(), cwd=ROOT)
-    for v in variants:
-        gpus = ",".join(a.gpus.split(",")[:v["n_gpus"]]) if v["n_gpus"] else a.gpus
-        run_variant(tmp, model, gpus, a.steps, v, Path(a.out), a.label)
-    print(f"parent process initialised CUDA: {'torch' in sys.modules and sys.modules['torch'].cuda.is_initialized()}")
+    with scratch("pigg_z3_") as tmp:
+        synth(tmp / "raw", users=3, episodes=60, seed=0, scale=1.0, defects=False, test_users=1, test_episodes=10)
+        model = tmp / "model"
+        # built in a child: this process must hold no GPU memory while swift trains (it kept ~17 GB on GPU 0,
+        # its allocator's cache, and the 2 x H100 run ran out of memory)
+        subprocess.run([sys.executable, str(ROOT / "scripts" / "build_tiny_model.py"), "--out", str(model), "--shape", a.shape,
+                        "--device", "cuda" if a.shape == "8b" else "cpu",
+                        "--dtype", "bfloat16" if a.shape == "8b" else "float32"], check=True, env=child_env(), cwd=ROOT)
+        for v in variants:
+            gpus = ",".join(a.gpus.split(",")[:v["n_gpus"]]) if v["n_gpus"] else a.gpus
+            run_variant(tmp, model, gpus, a.steps, v, Path(a.out), a.label)
+        print(f"parent process initialised CUDA: {'torch' in sys.modules and sys.modules['torch'].cuda.is_initialized()}")
 
 
 if __name__ == "__main__":

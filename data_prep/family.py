@@ -22,7 +22,7 @@ import math
 from dataclasses import dataclass
 from pathlib import Path
 
-from .schema import GRID, Sample, clamp_to_grid
+from .schema import GRID, Sample
 
 MIN_TOKENS = 4  # qwen_vl_utils' IMAGE_MIN_TOKEN_NUM (swift leaves it)
 MAX_RATIO = 200  # qwen_vl_utils: screenshots are far from it
@@ -71,16 +71,15 @@ class Family:
         w2, h2 = self.resized(s.width, s.height, budget)
         return round(s.x_px * w2 / s.width), round(s.y_px * h2 / s.height)
 
-    def to_grid(self, point, width: int, height: int, budget: int, clamp: bool = True) -> tuple[float, float] | None:
-        """A point in this family's coordinates -> PIGG's 0-1000 grid of the original (clamped to it)."""
+    def to_grid(self, point, width: int, height: int, budget: int) -> tuple[float, float] | None:
+        """A point in this family's coordinates -> PIGG's 0-1000 grid of the original, as floats, unclamped (an
+        answer off the screen stays off it: eval/metrics.py scores it a miss)."""
         if point is None:
             return None
         x, y = float(point[0]), float(point[1])
         if self.coords == "pixels":
             w2, h2 = self.resized(width, height, budget)
             x, y = x / w2 * GRID, y / h2 * GRID
-        if clamp:
-            x, y = clamp_to_grid(x), clamp_to_grid(y)
         return x, y
 
     def export_settings(self, budget: int) -> dict:

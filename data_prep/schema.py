@@ -15,9 +15,9 @@ from dataclasses import MISSING, asdict, dataclass, fields
 GRID = 1000  # coordinates the model reads and writes: 0..1000 of the original screenshot
 
 
-def clamp_to_grid(v: float) -> float:
-    """A coordinate onto [0, 1000]."""
-    return min(max(float(v), 0.0), float(GRID))
+def on_grid(point) -> bool:
+    """Whether a point on the grid lies on the screen (0..1000 both ways); an answer off it is a miss."""
+    return 0 <= point[0] <= GRID and 0 <= point[1] <= GRID
 
 
 def to_grid(px: float, size: int) -> int:

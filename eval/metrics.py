@@ -1,14 +1,17 @@
 """PIGG's metrics as small per-sample functions plus aggregations.
 
 Usage: ``score(records, delta=140)`` where each record has ``gt`` [x, y], ``pred`` [x, y] or None
-(corrected parser) and ``pred_pigg`` [x, y]; optionally ``width``/``height`` (pixel L2) and
-``element_hit`` (True/False/None).
+(eval/profiles.py ``parse_answer``: the grid point as answered, unclamped) and ``pred_pigg`` [x, y];
+optionally ``width``/``height`` (pixel L2) and ``element_hit`` (True/False/None).
 
 All distances are on the 0-1000 grid of the original screenshot unless named ``_px``.
 Reported side by side:
-- ``pigg``: PIGG-compatible (its parser; an unparseable answer scored as (0, 0)).
-- ``corrected``: every sample, a parse failure counted as a miss at the largest possible
-  distance (the grid diagonal); ``corrected_parsed``: parsed samples only; ``parse_failures``.
+- ``pigg``: PIGG-compatible, exactly PIGG's (its parser; an unparseable answer scored as (0, 0); no clamping,
+  so an answer far off the screen enters the mean L2 at its full distance); ``pigg.off_screen`` counts them.
+- ``corrected``: every sample; a parse failure and an answer off the screen (a grid coordinate < 0 or
+  > 1000) are misses at the largest distance on the screen (the grid diagonal): never clamped into a hit,
+  never more lenient than PIGG's; ``corrected_parsed``: samples with a point only; ``parse_failures``,
+  ``off_screen`` and their rates.
 Undefined values (nothing parsed, no accessibility tree, no folds) are ``None`` -> ``null`` in JSON
 (NaN is not JSON) and ``n/a`` in text. Imports no torch.
 """
@@ -17,13 +20,18 @@ from __future__ import annotations
 import math
 import statistics
 
-from data_prep.schema import GRID
+from data_prep.schema import GRID, on_grid
 
-MAX_L2 = math.hypot(GRID, GRID)  # a parse failure's distance in the corrected metrics
+MAX_L2 = math.hypot(GRID, GRID)  # the distance of a parse failure or an off-screen answer in the corrected metrics
 
 
 def l2(pred, gt) -> float:
     return math.hypot(pred[0] - gt[0], pred[1] - gt[1])
+
+
+def corrected_l2(pred, gt) -> float:
+    """The corrected metrics' distance: L2 on the grid; no point or a point off the screen: MAX_L2 (a miss)."""
+    return l2(pred, gt) if pred is not None and on_grid(pred) else MAX_L2
 
 
 def l2_px(pred, gt, width: int, height: int) -> float:
@@ -50,19 +58,23 @@ def aggregate(dists: list[float], delta: float) -> dict:
 
 
 def score(records: list[dict], delta: float = 140) -> dict:
+    n = len(records)
     pigg = [l2(r["pred_pigg"], r["gt"]) for r in records]
     parsed = [r for r in records if r["pred"] is not None]
-    corrected = [l2(r["pred"], r["gt"]) if r["pred"] is not None else MAX_L2 for r in records]
-    px = [l2_px(r["pred"], r["gt"], r["width"], r["height"]) for r in parsed if r.get("width")]
+    off = sum(not on_grid(r["pred"]) for r in parsed)
+    px = [l2_px(r["pred"], r["gt"], r["width"], r["height"]) if on_grid(r["pred"]) else math.hypot(r["width"], r["height"])
+          for r in parsed if r.get("width")]
     hits = [r["element_hit"] for r in records if r.get("element_hit") is not None]
     out = {
-        "n": len(records),
+        "n": n,
         "delta": delta,
-        "parse_failures": len(records) - len(parsed),
-        "parse_fail_rate": (len(records) - len(parsed)) / len(records) if records else None,
-        "pigg": aggregate(pigg, delta),
-        "corrected": aggregate(corrected, delta),
-        "corrected_parsed": aggregate([l2(r["pred"], r["gt"]) for r in parsed], delta),
+        "parse_failures": n - len(parsed),
+        "parse_fail_rate": (n - len(parsed)) / n if n else None,
+        "off_screen": off,
+        "off_screen_rate": off / n if n else None,
+        "pigg": {**aggregate(pigg, delta), "off_screen": sum(not on_grid(r["pred_pigg"]) for r in records)},
+        "corrected": aggregate([corrected_l2(r["pred"], r["gt"]) for r in records], delta),
+        "corrected_parsed": aggregate([corrected_l2(r["pred"], r["gt"]) for r in parsed], delta),
         "mean_l2_px": _mean(px),
         "median_l2_px": _median(px),
         "element_hit_rate": sum(hits) / len(hits) if hits else None,
@@ -88,6 +100,7 @@ def summarize_folds(fold_metrics: list[dict], user: int) -> dict:
             m, s = _mean_std([f[src][key] for f in fold_metrics])
             out[f"{prefix}avg_{name}"], out[f"{prefix}std_{name}"] = m, s
     out["avg_parse_fail_rate"] = _mean_std([f["parse_fail_rate"] for f in fold_metrics])[0]
+    out["avg_off_screen_rate"] = _mean_std([f.get("off_screen_rate") for f in fold_metrics])[0]
     out["avg_element_hit_rate"] = _mean_std([f["element_hit_rate"] for f in fold_metrics])[0]
     return out
 

@@ -1,27 +1,39 @@
-"""Turn a model's answer into a point on the 0-1000 grid: the corrected parser and PIGG's.
+"""Turn a model's answer into a point in its own coordinates: the corrected parser, UI-TARS's and PIGG's.
 
 Usage: ``parse_point("```grounding\\n[512, 300]\\n```") -> (512.0, 300.0)``;
+``parse_ui_tars("Thought: ...\\nAction: click(point='<point>71 393</point>')") -> (71.0, 393.0)``;
 ``parse_point_pigg(text) -> (x, y)`` (never None: PIGG's (0, 0) fallback)
 
-The corrected parser accepts what models really emit, prefers the ``grounding`` block over
-numbers elsewhere, takes a box's centre, reads floats and negatives, clamps to [0, 1000] (unless
-asked not to: a family answering in pixels is converted first), and returns None when there is no point (counted as a parse failure, never scored as (0, 0)).
-Imports no torch: usable on predictions produced anywhere.
+Every point is returned as written, never clamped: an answer off the screen stays off it and is scored a
+miss (eval/metrics.py). eval/profiles.py ``parse_answer`` is the one entry that picks the parser of an eval
+profile and turns its point into PIGG's grid. Which maker's code each form follows:
+tests/parse_vectors.json. Imports no torch: usable on predictions produced anywhere.
+
+- ``parse_point`` (the harness's and the Qwen profiles'): text inside ``<think>...</think>`` is ignored (a
+  thinking model's draft is not its answer); the ``grounding`` block first, then unambiguous formats
+  (``<|box_start|>``, ``point_2d`` / ``bbox_2d`` JSON with numbers or numeric strings, Qwen2.5-VL's XML
+  ``<points x1=.. y1=..>``, ``start_box=``, ``<point>x y</point>``), then the first bracketed group; a box
+  gives its centre; None when there is no point (a parse failure, never scored as (0, 0)).
+- ``parse_ui_tars``: as UI-TARS's own action parser (``parse_action_to_structure_output``) reads an answer:
+  only the action after the last ``Action:``; a click only for click-type actions (``click``,
+  ``left_single``, ``left_double``; ``long_press`` where long clicks are scored); ``point=`` /
+  ``start_box=`` / ``start_point=``, a box gives its centre. Anything else (``scroll``, ``drag``,
+  ``press_back()``, ``finished(...)``, a Thought without an Action) is no click.
 """
 from __future__ import annotations
 
 import re
 
-from data_prep.schema import clamp_to_grid
-
 Point = tuple[float, float]
 
 NUM = r"[-+]?\d+(?:\.\d+)?"
+_QNUM = rf"[\"']?\s*({NUM})\s*[\"']?"  # a number, or a number written as a JSON string
 _FENCE = re.compile(r"```\s*grounding\s*\n?(.*?)(?:```|$)", re.S | re.I)
 _REFER = re.compile(r"```\s*referring\s*\n?(.*?)(?:```|$)", re.S | re.I)
 _BOX_TOKENS = re.compile(r"<\|box_start\|>(.*?)<\|box_end\|>", re.S)
-_POINT_2D = re.compile(rf"[\"']point_2d[\"']\s*:\s*[\[\(]\s*({NUM})\s*,\s*({NUM})\s*[\]\)]")
-_BBOX_2D = re.compile(rf"[\"']bbox_2d[\"']\s*:\s*[\[\(]\s*({NUM})\s*,\s*({NUM})\s*,\s*({NUM})\s*,\s*({NUM})\s*[\]\)]")
+_POINT_2D = re.compile(rf"[\"']point_2d[\"']\s*:\s*[\[\(]\s*{_QNUM}\s*,\s*{_QNUM}\s*[\]\)]")
+_BBOX_2D = re.compile(rf"[\"']bbox_2d[\"']\s*:\s*[\[\(]\s*{_QNUM}\s*,\s*{_QNUM}\s*,\s*{_QNUM}\s*,\s*{_QNUM}\s*[\]\)]")
+_XML_POINTS = re.compile(rf"<points?\b[^>]*?\bx1\s*=\s*{_QNUM}[^>]*?\by1\s*=\s*{_QNUM}", re.I)
 _START_BOX = re.compile(r"start_box\s*=\s*['\"]?\s*[\[\(]?([^'\"]*?)[\]\)]?\s*['\"]?\s*\)", re.S)
 _POINT_TAG = re.compile(rf"<point>\s*({NUM})[\s,]+({NUM})\s*</point>", re.I)
 _GROUP = re.compile(rf"[\[\(]\s*({NUM}(?:\s*,\s*{NUM}){{1,3}})\s*[\]\)]")
@@ -60,6 +72,9 @@ def _structured(text: str) -> Point | None:
     m = _BBOX_2D.search(text)
     if m:
         return _from_numbers(list(m.groups()))
+    m = _XML_POINTS.search(text)
+    if m:
+        return _from_numbers(list(m.groups()))
     m = _START_BOX.search(text)
     if m:
         p = _from_numbers(_NUMS.findall(m.group(1)))
@@ -71,16 +86,17 @@ def _structured(text: str) -> Point | None:
     return None
 
 
-def parse_point(text: str | None, clamp: bool = True) -> Point | None:
-    """The answer's point; ``clamp``: onto [0, 1000] (the grid); False: as written (a family that answers in
-    pixels converts it first: data_prep/family.py)."""
-    p = _parse(text)
-    if p is None or not clamp:
-        return p
-    return clamp_to_grid(p[0]), clamp_to_grid(p[1])
+def strip_thinking(text: str | None) -> str:
+    """The answer without its reasoning: text after the last ``</think>``; an unclosed ``<think>`` runs to the end."""
+    text = text or ""
+    if "</think>" in text:
+        return text.rsplit("</think>", 1)[1]
+    return text.split("<think>", 1)[0]
 
 
-def _parse(text: str | None) -> Point | None:
+def parse_point(text: str | None) -> Point | None:
+    """The answer's point as written (in the model's own coordinates), or None."""
+    text = strip_thinking(text)
     if not text:
         return None
     for m in _FENCE.finditer(text):  # PIGG's answer format first
@@ -93,6 +109,25 @@ def _parse(text: str | None) -> Point | None:
             return p
     text_wo_ref = _REFER.sub(" ", text)  # numbers inside the element's description are not the point
     return _structured(text_wo_ref) or _first_group(text_wo_ref)
+
+
+UI_TARS_CLICKS = ("click", "left_single", "left_double")  # taps in UI-TARS's action spaces
+UI_TARS_LONG = "long_press"  # a tap too, where the experiment scores long clicks (data.actions: long_click)
+_ACTION = re.compile(r"^\s*(\w+)\s*\((.*)", re.S)
+_BOX_ARG = re.compile(r"\b(?:start_box|start_point|point)\s*=\s*(['\"])(.*?)\1", re.S)
+
+
+def parse_ui_tars(text: str | None, long_press: bool = False) -> Point | None:
+    """The tap of a UI-TARS answer in its pixels, as UI-TARS's own parser reads it, or None (no tap)."""
+    text = strip_thinking(text)
+    if "Action:" not in text:
+        return None  # a Thought with no Action: UI-TARS's parser asserts one
+    action = text.split("Action:")[-1].split(")\n\n")[0]  # the last Action's (first) action
+    m = _ACTION.match(action)
+    if not m or m.group(1) not in UI_TARS_CLICKS + ((UI_TARS_LONG,) if long_press else ()):
+        return None
+    box = _BOX_ARG.search(m.group(2))
+    return _from_numbers(_NUMS.findall(box.group(2))) if box else None
 
 
 def parse_referring(text: str | None) -> str:

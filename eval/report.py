@@ -19,7 +19,7 @@ import pandas as pd
 
 from data_prep.config import add_config_args, load_experiment, run_dir
 
-from .metrics import MAX_L2, l2
+from .metrics import MAX_L2, corrected_l2, l2
 
 PIGG_PUBLISHED = {  # README / protocol notes, users 1-10
     "vanilla": {"acc": 26.03, "mean_l2": 373.39, "median_l2": 338.25,
@@ -161,7 +161,7 @@ def tables(models: list[dict]) -> tuple[pd.DataFrame, pd.DataFrame]:
         o = json.loads((m["dir"] / "overall.json").read_text(encoding="utf-8"))
         rows.append({"model": m["name"], "role": m["role"], "users": o["n_users"],
                      "acc@140 (%)": pct(o["avg_accuracy"]), "mean L2": val(o["avg_mean_l2"]),
-                     "median L2": val(o["avg_median_l2"]),
+                     "off-screen (%)": pct(o.get("avg_off_screen_rate")), "median L2": val(o["avg_median_l2"]),
                      "corrected acc (%)": pct(o["corrected_avg_accuracy"]),
                      "corrected mean L2": val(o["corrected_avg_mean_l2"]),
                      "corrected median L2": val(o["corrected_avg_median_l2"]),
@@ -171,7 +171,8 @@ def tables(models: list[dict]) -> tuple[pd.DataFrame, pd.DataFrame]:
             u = json.loads(s.read_text(encoding="utf-8"))
             per_user.append({"model": m["name"], "role": m["role"], "user": u["user_id"], "folds": u["n_folds"],
                              "acc@140 (%)": pct(u["avg_accuracy"]), "acc std": pct(u["std_accuracy"]),
-                             "mean L2": val(u["avg_mean_l2"]), "median L2": val(u["avg_median_l2"]),
+                             "mean L2": val(u["avg_mean_l2"]), "off-screen (%)": pct(u.get("avg_off_screen_rate")),
+                             "median L2": val(u["avg_median_l2"]),
                              "corrected acc (%)": pct(u["corrected_avg_accuracy"]),
                              "parse fail (%)": pct(u["avg_parse_fail_rate"])})
     return pd.DataFrame(rows), pd.DataFrame(per_user)
@@ -214,11 +215,11 @@ def plots(models: list[dict], per_user: pd.DataFrame, out: Path) -> list[Path]:
         plt.close()
     fig, ax = plt.subplots(figsize=(6, 4))
     for m in models:
-        d = sorted(l2(r["pred"], r["gt"]) if r["pred"] is not None else MAX_L2 for r in records(m))
+        d = sorted(corrected_l2(r["pred"], r["gt"]) for r in records(m))
         if d:
             ax.plot(d, [(i + 1) / len(d) for i in range(len(d))], label=m["name"])
     ax.axvline(140, color="gray", ls="--", lw=1)
-    ax.set_xlabel("L2 distance on the 0-1000 grid (parse failure = %.0f)" % MAX_L2)
+    ax.set_xlabel("L2 distance on the 0-1000 grid (parse failure, off screen = %.0f)" % MAX_L2)
     ax.set_ylabel("share of samples ≤ x")
     ax.set_xlim(0, 1000)
     ax.set_title("CDF of click error (corrected parser)")
@@ -259,8 +260,11 @@ def report(cfg: dict) -> dict:
           f"Test users: {cfg['users']['test']}; folds: {cfg['folds']['mode']} K={cfg['folds']['k']} "
           f"seed {cfg['folds']['seed']}; δ = {cfg['eval']['delta']} on the 0-1000 grid.\n",
           "## Overall (unweighted mean over users)\n",
-          "PIGG-compatible: PIGG's parser, an unparseable answer scored as (0, 0). Corrected: a parse "
-          f"failure is a miss at distance {MAX_L2:.0f}.\n", _md(overall.drop(columns=["role"]))]
+          "PIGG-compatible: PIGG's parser, an unparseable answer scored as (0, 0), nothing clamped: an answer off "
+          "the screen enters its mean L2 at its full distance (a few degenerate answers can dominate it), so read "
+          "the mean L2 beside `off-screen (%)`, the share of answers outside the 0-1000 grid. Corrected: a parse "
+          f"failure and an off-screen answer are misses at distance {MAX_L2:.0f} (never clamped into a hit).\n",
+          _md(overall.drop(columns=["role"]))]
     if cfg["users"]["test"] == list(range(1, 11)):
         pub = pd.DataFrame([{"model": k, "acc@140 (%)": v["acc"], "mean L2": v["mean_l2"],
                              "median L2": v["median_l2"]} for k, v in PIGG_PUBLISHED.items()])
@@ -289,7 +293,7 @@ def main(argv=None) -> int:
     except FileNotFoundError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    cols = ["model", "acc@140 (%)", "mean L2", "median L2", "corrected acc (%)", "parse fail (%)"]
+    cols = ["model", "acc@140 (%)", "mean L2", "off-screen (%)", "median L2", "corrected acc (%)", "parse fail (%)"]
     print(r["overall"][cols].to_string(index=False, float_format=lambda v: f"{v:.2f}", na_rep="–"))
     print(f"\nordering: {json.dumps(r['ordering'])}")
     print(f"full report: {r['dir']}/report.md")

@@ -28,13 +28,13 @@ from data_prep.config import add_config_args, load_experiment
 from data_prep.family import DEFAULT, Family, check_model_folder, family, get as get_family
 from data_prep import procenv
 from data_prep.io import atomic_open, dumps, read_jsonl, write_json
-from data_prep.schema import from_grid
+from data_prep.schema import from_grid, on_grid
 
 from .elements import element_hit
 from .memory import PROMPT_SLACK, gib
 from .metrics import score
 from .parse import parse_point, parse_point_pigg, parse_referring
-from .profiles import PROFILES, Profile, get as get_profile, user_text
+from .profiles import PROFILES, Profile, get as get_profile, parse_answer, user_text
 
 PRED_FILE = "predictions.jsonl"
 
@@ -80,24 +80,24 @@ def sample_index(cfg: dict) -> dict[str, dict]:
 
 
 class Reader:
-    """How a model's answer becomes a point on PIGG's 0-1000 grid of the original screenshot: the eval
-    profile's parser (eval/profiles.py), then the model family's conversion (data_prep/family.py) at the
-    experiment's image budget. The default (qwen3_vl, harness) is the corrected parser as it always was."""
+    """How a model's answer becomes a point on PIGG's 0-1000 grid of the original screenshot: eval/profiles.py
+    ``parse_answer`` (the profile's parser, then the model family's conversion at the experiment's image
+    budget; ``long_press``: long clicks are scored). The default (qwen3_vl, harness) is the corrected parser."""
 
-    def __init__(self, fam: Family | None = None, budget: int = 0, profile: Profile | None = None):
+    def __init__(self, fam: Family | None = None, budget: int = 0, profile: Profile | None = None,
+                 long_press: bool = False):
         self.fam, self.budget, self.profile = fam or get_family(DEFAULT), budget, profile or PROFILES["harness"]
+        self.long_press = long_press
 
     def points(self, sid: str, text: str, meta: dict | None):
-        """(corrected point, PIGG-compatible point), both on the grid."""
-        raw = self.profile.parser(text)
-        if self.fam.coords == "grid":
-            return self.fam.to_grid(raw, 0, 0, 0), list(parse_point_pigg(text))
-        if meta is None:
+        """(corrected point, PIGG-compatible point), both on the grid, unclamped."""
+        if self.fam.coords == "pixels" and meta is None:
             raise ValueError(f"{sid}: no sample record (DATA/samples) to convert a {self.fam.name} answer in pixels "
                              "of the resized screenshot to the grid; re-run `python -m data_prep build`")
-        w, h = meta["width"], meta["height"]
-        return (self.fam.to_grid(raw, w, h, self.budget),
-                list(self.fam.to_grid(parse_point_pigg(text), w, h, self.budget, clamp=False)))
+        w, h = (meta["width"], meta["height"]) if meta else (0, 0)
+        pred = parse_answer(self.profile, text, w, h, self.budget, self.fam.name, self.long_press)
+        pigg = parse_point_pigg(text)  # PIGG's own parser, its points as PIGG scores them
+        return pred, list(pigg if self.fam.coords == "grid" else self.fam.to_grid(pigg, w, h, self.budget))
 
     def messages(self, row: dict, meta: dict | None) -> list[dict]:
         return user_text(self.profile, row, (meta or {}).get("instruction", ""))
@@ -110,7 +110,7 @@ def make_record(sid: str, row: dict, text: str, meta: dict | None, reader: Reade
     rec = {"id": sid, "raw": text, "pred": list(pred) if pred else None,
            "pred_pigg": pred_pigg, "gt": list(gt) if gt else None,
            "gt_ref": parse_referring(gt_text), "pred_ref": parse_referring(text),
-           "status": "ok" if pred else "no_point", "image": row["images"][0]}
+           "status": "no_point" if pred is None else "ok" if on_grid(pred) else "off_screen", "image": row["images"][0]}
     if meta:
         rec.update(width=meta["width"], height=meta["height"], tree=meta.get("tree", ""))
         rec["gt"] = [meta["x"], meta["y"]]
@@ -295,8 +295,9 @@ def results_text(m: dict, title: str) -> str:
         return f"acc@{m['delta']:g}: {num(a['accuracy'])}  mean L2: {num(a['mean_l2'], '.2f')}  median L2: {num(a['median_l2'], '.2f')}"
 
     return (f"{title}\n"
-            f"  samples: {m['n']}   parse failures: {m['parse_failures']} ({num(m['parse_fail_rate'], '.2%')})\n"
-            f"  PIGG-compatible    {line(p)}\n"
+            f"  samples: {m['n']}   parse failures: {m['parse_failures']} ({num(m['parse_fail_rate'], '.2%')})   "
+            f"off screen: {m['off_screen']} ({num(m['off_screen_rate'], '.2%')}; misses in the corrected metrics)\n"
+            f"  PIGG-compatible    {line(p)}   off screen (unclamped in its mean L2): {p['off_screen']}\n"
             f"  corrected (all)    {line(c)}\n"
             f"  corrected (parsed) {line(cp)}\n"
             f"  pixels (parsed)    mean L2: {num(m['mean_l2_px'], '.1f', ' px')}  "
@@ -373,7 +374,8 @@ def _worker(args, cfg, jobs, shard: int, num_shards: int, device: str) -> None:
     if device != "cpu":
         cap_card()
     fam = family(cfg)
-    reader = Reader(fam, cfg["image_max_token_num"], get_profile(ev["profile"], fam.name))
+    reader = Reader(fam, cfg["image_max_token_num"], get_profile(ev["profile"], fam.name),
+                    long_press="long_click" in cfg["data"]["actions"])
     if fam.coords == "pixels" or reader.profile.prompt is not None:  # both need each row's sample record
         orphans = [sid for m, _ in todo for sid, _ in m if sid not in meta]
         if orphans:

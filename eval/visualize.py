@@ -21,32 +21,43 @@ from PIL import Image, ImageDraw
 
 from data_prep.config import add_config_args, load_experiment, run_dir
 from data_prep.family import Family, family
-from data_prep.schema import from_grid
+from data_prep.schema import from_grid, on_grid
 
-from .metrics import is_hit, l2
-from .parse import parse_point
+from .metrics import corrected_l2, is_hit
+from .profiles import PROFILES, Profile, get as get_profile, read_point
 
 
-def draw(rec: dict, delta: float, out: Path, fam: Family | None = None, budget: int = 0) -> Path:
+def draw(rec: dict, delta: float, out: Path, fam: Family | None = None, budget: int = 0,
+         profile: Profile | None = None, long_press: bool = False) -> Path:
+    """One record drawn: the scored δ region around the truth, the answer's point (an answer off the screen: a
+    cross at the edge it points past, labelled; always a miss), and, for a family answering in pixels, the
+    answer as the profile's parser read it (eval/profiles.py read_point)."""
     with Image.open(rec["image"]) as im:
         im = im.convert("RGB")
     w, h = im.size
     overlay = Image.new("RGBA", im.size, (0, 0, 0, 0))
     d = ImageDraw.Draw(overlay)
     gx, gy = from_grid(rec["gt"][0], w), from_grid(rec["gt"][1], h)
-    hit = rec["pred"] is not None and is_hit(l2(rec["pred"], rec["gt"]), delta)
+    hit = is_hit(corrected_l2(rec["pred"], rec["gt"]), delta)
     rx, ry = delta / 1000 * w, delta / 1000 * h
     d.ellipse((gx - rx, gy - ry, gx + rx, gy + ry), fill=(0, 200, 0, 70) if hit else (220, 0, 0, 70),
               outline=(0, 160, 0, 255) if hit else (200, 0, 0, 255), width=max(1, w // 300))
     r = max(3, w // 60)
     d.ellipse((gx - r, gy - r, gx + r, gy + r), fill=(30, 90, 255, 255))
+    off = rec["pred"] is not None and not on_grid(rec["pred"])
     if rec["pred"] is not None:
         px, py = from_grid(rec["pred"][0], w), from_grid(rec["pred"][1], h)
-        d.ellipse((px - r, py - r, px + r, py + r), fill=(230, 20, 20, 255))
+        if off:  # where it leaves the screen
+            px, py = min(max(px, r), w - 1 - r), min(max(py, r), h - 1 - r)
+            d.line((px - r, py - r, px + r, py + r), fill=(230, 20, 20, 255), width=max(2, r // 2))
+            d.line((px - r, py + r, px + r, py - r), fill=(230, 20, 20, 255), width=max(2, r // 2))
+        else:
+            d.ellipse((px - r, py - r, px + r, py + r), fill=(230, 20, 20, 255))
     im = Image.alpha_composite(im.convert("RGBA"), overlay).convert("RGB")
-    label = f"GT {rec['gt']} pred {rec['pred']} {'HIT' if hit else 'MISS'}"
+    shown = rec["pred"] and [round(v, 1) for v in rec["pred"]]
+    label = f"GT {rec['gt']} pred {shown} {'OFF SCREEN, MISS' if off else 'HIT' if hit else 'MISS'}"
     if fam is not None and fam.coords == "pixels":
-        said = parse_point(rec.get("raw"), clamp=False)
+        said = read_point(profile or PROFILES["harness"], rec.get("raw"), long_press)
         label += f"\n{fam.name} answer {said and [round(v) for v in said]} in {'x'.join(map(str, fam.resized(w, h, budget)))} px"
     ImageDraw.Draw(im).text((4, 4), label, fill=(0, 0, 0))
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -79,6 +90,8 @@ def main(argv=None) -> int:
     a = p.parse_args(argv)
     cfg = load_experiment(a.config, a.overrides)
     written = []
+    fam = family(cfg)
+    profile = get_profile(cfg["eval"]["profile"], fam.name)
     try:
         for u in a.user or cfg["users"]["test"]:
             recs = load_records(cfg, a.run, u)
@@ -88,7 +101,8 @@ def main(argv=None) -> int:
                     print(f"error: user {u} has {len(recs)} samples; no index {i}", file=sys.stderr)
                     return 2
                 out = run_dir(cfg, "visualizations", a.run.replace("/", "_"), f"user{u}_{i}.png")
-                written.append(draw(recs[i], cfg["eval"]["delta"], out, family(cfg), cfg["image_max_token_num"]))
+                written.append(draw(recs[i], cfg["eval"]["delta"], out, fam, cfg["image_max_token_num"], profile,
+                                    "long_click" in cfg["data"]["actions"]))
     except FileNotFoundError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

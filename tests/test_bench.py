@@ -2,16 +2,26 @@
 from __future__ import annotations
 
 import json
+import re
+import signal
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 
-from conftest import run_cli
+from conftest import ROOT, run_cli
 
 pytestmark = pytest.mark.slow
 
 
+def scratch_of(stdout: str) -> Path:
+    return Path(re.search(r"scratch folder \(data, model; removed on exit\): (\S+)", stdout).group(1))
+
+
 def test_gpu_bench_runs_on_cpu_with_the_tiny_model(tmp_path):
-    run_cli("bench/gpu_bench.py", "--shape", "tiny", "--device", "cpu", "--quick", "--out", str(tmp_path))
+    p = run_cli("bench/gpu_bench.py", "--shape", "tiny", "--device", "cpu", "--quick", "--out", str(tmp_path))
+    assert not scratch_of(p.stdout).exists()  # its model and data removed
     r = json.loads((tmp_path / "gpu_bench_cpu_quick.json").read_text())
     for k in ("eval_run", "eval_run_stock", "eval_run_gqa", "hf_batch1_pigg", "hf_batched", "prefill_only"):
         assert r["eval"][k]["samples_per_s"] > 0, k
@@ -77,3 +87,21 @@ def test_memory_fit_runs_on_cpu_with_the_tiny_model(tmp_path):
     assert r["train"]["person_lora_gc_cap"]["overrides"][0] == "gradient_checkpointing=true"
     assert "GPU only" in r["train"]["person_qlora_cap"]["skipped"]
     assert r["parent_cuda_initialized"] is False
+
+
+@pytest.mark.parametrize("how", ["error", "ctrl-c", "sigterm"])
+def test_a_bench_removes_its_scratch_folder_however_it_ends(how):
+    """bench/_common.scratch: the folder holding a bench's model (16-17 GB at 8B) goes on an error, on Ctrl-C
+    and on SIGTERM, not only on success (three runs filled a 64 GiB disk before)."""
+    code = ("import os, signal, sys, time; sys.path.insert(0, 'bench'); from _common import scratch\n"
+            "with scratch('pigg_t_') as tmp:\n"
+            "    (tmp / 'model.safetensors').write_bytes(b'x' * 1024)\n"
+            f"    how = {how!r}\n"
+            "    if how == 'error': raise RuntimeError('bench failed')\n"
+            "    if how == 'ctrl-c': os.kill(os.getpid(), signal.SIGINT)\n"
+            "    if how == 'sigterm': os.kill(os.getpid(), signal.SIGTERM)\n"
+            "    time.sleep(5)\n")
+    p = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert p.returncode != 0
+    tmp = scratch_of(p.stdout)
+    assert not tmp.exists() and f"[bench] removed {tmp}" in p.stdout

@@ -7,8 +7,14 @@ import math
 import numpy as np
 import pytest
 
+from pathlib import Path
+
+from data_prep.family import get as get_family
 from eval.metrics import MAX_L2, aggregate, l2, overall, score, summarize_folds
 from eval.parse import parse_point, parse_point_pigg, parse_referring
+from eval.profiles import PROFILES, parse_answer, read_point
+
+VECTORS = json.loads((Path(__file__).with_name("parse_vectors.json")).read_text(encoding="utf-8"))
 
 CASES = [
     ("```referring\nsearch\n```\n```grounding\n[512, 300]\n```", (512, 300)),
@@ -17,7 +23,7 @@ CASES = [
     ("```referring\nbutton (2, 3) at 45, 67\n```\n```grounding\n[700, 800]\n```", (700, 800)),
     ("```referring\nbutton (2, 3)\n```\n[640, 120]", (640, 120)),  # numbers in the referring are skipped
     ("```grounding\n[12.5, 30.75]\n```", (12.5, 30.75)),
-    ("```grounding\n[-20, 1200]\n```", (0, 1000)),  # clamped
+    ("```grounding\n[-20, 1200]\n```", (-20, 1200)),  # as written: off the screen (scored a miss)
     ("```grounding\n[1, 2]\n```\n```grounding\n[3, 4]\n```", (1, 2)),  # first block
     ("```grounding\n```\n```grounding\n[3, 4]\n```", (3, 4)),  # an empty block is skipped
     ("```grounding\n[5, 6]", (5, 6)),  # unclosed fence
@@ -43,6 +49,51 @@ CASES = [
 def test_parse_point(text, want):
     got = parse_point(text)
     assert got == (None if want is None else (float(want[0]), float(want[1])))
+
+
+@pytest.mark.parametrize("v", VECTORS, ids=[f"{i}-{v['profile']}" for i, v in enumerate(VECTORS)])
+def test_answers_are_read_as_their_makers_read_them(v):
+    """tests/parse_vectors.json: each form a model emits, the point its maker's own code reads (``follows``),
+    in the model's coordinates, unclamped; None: the answer holds no click."""
+    got = read_point(PROFILES[v["profile"]], v["text"], v.get("long_press", False))
+    assert got == (None if v["point"] is None else tuple(map(float, v["point"]))), v.get("why", v["follows"])
+
+
+@pytest.mark.parametrize("width,height", [(1080, 2400), (1080, 2340), (1440, 3200), (720, 1600)])
+def test_parse_answer_puts_a_pixel_answer_on_the_grid_unclamped(width, height):
+    """The one entry: a UI-TARS answer at a quarter of the resized screenshot is (250, 750) on the grid of the
+    original at every phone size and budget; one past the image stays past 1000; no click -> None."""
+    fam = get_family("qwen2_5_vl")
+    for budget in (256, 980):
+        w2, h2 = fam.resized(width, height, budget)
+        text = f"Thought: there.\nAction: click(point='<point>{w2 / 4} {h2 * 3 / 4}</point>')"
+        assert parse_answer("ui_tars", text, width, height, budget) == pytest.approx((250.0, 750.0))
+        x, y = parse_answer("ui_tars", f"Action: click(point='<point>{w2 / 2} {h2 * 2}</point>')", width, height, budget)
+        assert x == pytest.approx(500.0) and y == pytest.approx(2000.0)
+        assert parse_answer("ui_tars", "Action: press_back()", width, height, budget) is None
+    assert parse_answer("harness", "```grounding\n[10, 1500]\n```", width, height, 980) == (10.0, 1500.0)
+    assert parse_answer("qwen3_vl_native", '{"point_2d": [300, 400]}', width, height, 980) == (300.0, 400.0)
+    with pytest.raises(ValueError, match="is for model.family qwen2_5_vl"):
+        parse_answer("ui_tars", "x", width, height, 980, family="qwen3_vl")
+
+
+def test_off_screen_answers_are_misses_never_more_lenient_than_pigg():
+    """The Qwen2.5-VL demo's degenerate answer [15, 333366]: clamped it would sit on the bottom edge, a hit
+    for a target there. It is a miss at MAX_L2 in the corrected metrics, counted as off_screen; PIGG's own
+    numbers keep its full distance."""
+    recs = [{"gt": [15, 990], "pred": [15.0, 333366.0], "pred_pigg": [15, 333366]},
+            {"gt": [500, 500], "pred": [510.0, 500.0], "pred_pigg": [510, 500]},
+            {"gt": [500, 500], "pred": None, "pred_pigg": [0, 0]},
+            {"gt": [0, 0], "pred": [-0.5, 0.0], "pred_pigg": [0, 0]}]  # just past the left edge
+    m = score(recs, delta=140)
+    assert m["off_screen"] == 2 and m["off_screen_rate"] == 0.5 and m["parse_failures"] == 1
+    assert m["corrected"]["accuracy"] == 0.25 and m["corrected"]["accuracy"] <= m["pigg"]["accuracy"] == 0.5
+    assert m["corrected"]["mean_l2"] == pytest.approx((3 * MAX_L2 + 10) / 4)
+    assert m["corrected_parsed"]["n"] == 3 and m["corrected_parsed"]["accuracy"] == pytest.approx(1 / 3)
+    assert m["pigg"]["mean_l2"] == pytest.approx((333366 - 990 + 10 + l2([0, 0], [500, 500]) + 0) / 4)
+    assert m["pigg"]["off_screen"] == 1
+    s = summarize_folds([m, m], user=3)
+    assert s["avg_off_screen_rate"] == 0.5
 
 
 @pytest.mark.parametrize("text,want", [
