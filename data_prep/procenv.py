@@ -1,14 +1,15 @@
 """A process's environment: what every child process the harness starts gets, and what a model load may run.
 
 Usage: ``subprocess.run(cmd, env=child_env(cfg, devices="0"))``; ``apply(cfg)`` in a process that loads a
-model itself (eval); ``swift_args(cfg)`` / ``swift_env(cfg)`` for a generated swift YAML.
+model itself (eval); ``swift_args()`` and ``experiment_env(cfg)`` for a generated swift YAML.
 
 The one place these are set:
 - offline hubs (``HF_HUB_OFFLINE``, ``MODELSCOPE_OFFLINE``): nothing is ever downloaded;
 - ``PYTHONPATH`` with the project root first (entry points run as ``python -m``);
 - ``CUDA_VISIBLE_DEVICES`` from a device list (``cpu`` hides every GPU);
 - from the experiment: ``IMAGE_MAX_TOKEN_NUM`` (the image budget: swift reads it per process and does not
-  save it in a checkpoint, and answers in pixels depend on it) and ``PIGG_TRUST_REMOTE_CODE``.
+  save it in a checkpoint, and answers in pixels depend on it), ``PIGG_TRUST_REMOTE_CODE`` and
+  ``PIGG_BATCHED_WINDOWS`` (data_prep/window_attention.py).
 
 Remote code: ms-swift 4.6 loads every model folder with ``trust_remote_code=True`` (``ModelLoader.
 default_trust_remote_code``, and a hard-coded ``AutoConfig.from_pretrained(..., trust_remote_code=True)`` in
@@ -25,15 +26,18 @@ import os
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-PLUGIN = Path(__file__).with_name("plugins") / "remote_code.py"  # swift's external_plugins file
+PLUGINS = [Path(__file__).with_name("plugins") / f for f in ("remote_code.py", "window_attention.py")]  # swift's
+# external_plugins: the remote-code switch, Qwen2.5-VL's batched window attention (data_prep/window_attention.py)
 TRUST_ENV = "PIGG_TRUST_REMOTE_CODE"
+WINDOWS_ENV = "PIGG_BATCHED_WINDOWS"  # data_prep.window_attention.ENV
 OFFLINE = {"HF_HUB_OFFLINE": "1", "MODELSCOPE_OFFLINE": "1"}
 
 
 def experiment_env(cfg: dict) -> dict[str, str]:
     """What a process loading this experiment's models needs in its environment."""
     return {"IMAGE_MAX_TOKEN_NUM": str(cfg["image_max_token_num"]),
-            TRUST_ENV: "1" if cfg["model"]["trust_remote_code"] else "0"}
+            TRUST_ENV: "1" if cfg["model"]["trust_remote_code"] else "0",
+            WINDOWS_ENV: "1" if cfg["model"]["batched_window_attention"] else "0"}
 
 
 def child_env(cfg: dict | None = None, devices: str | None = None, **extra) -> dict[str, str]:
@@ -50,9 +54,13 @@ def child_env(cfg: dict | None = None, devices: str | None = None, **extra) -> d
 
 
 def apply(cfg: dict) -> None:
-    """This process loads the experiment's models itself (eval): the same budget and remote-code switch."""
+    """This process loads the experiment's models itself (eval): the same budget, remote-code switch and window
+    attention as a training child."""
+    from . import window_attention
+
     os.environ.update({**OFFLINE, **experiment_env(cfg)})
     set_trust_remote_code(cfg["model"]["trust_remote_code"])
+    window_attention.apply(cfg["model"]["batched_window_attention"])
 
 
 class _SwitchedAutoConfig:
@@ -94,6 +102,7 @@ def trust_from_env() -> bool:
 
 
 def swift_args(existing: list | None = None) -> dict:
-    """The swift keys that carry the switch into a `swift sft` / `swift export` child (after the user's own plugins)."""
-    plugins = [p for p in (existing or []) if Path(p).resolve() != PLUGIN.resolve()]
-    return {"external_plugins": plugins + [str(PLUGIN)]}
+    """The swift keys that carry the switches into a `swift sft` / `swift export` child (after the user's own plugins)."""
+    ours = {str(p.resolve()) for p in PLUGINS}
+    plugins = [p for p in (existing or []) if str(Path(p).resolve()) not in ours]
+    return {"external_plugins": plugins + [str(p) for p in PLUGINS]}

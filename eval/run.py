@@ -26,7 +26,7 @@ from pathlib import Path
 
 from data_prep.config import add_config_args, load_experiment
 from data_prep.family import DEFAULT, Family, check_model_folder, family, get as get_family
-from data_prep import procenv
+from data_prep import procenv, window_attention
 from data_prep.io import atomic_open, dumps, read_jsonl, write_json
 from data_prep.schema import from_grid, on_grid
 
@@ -151,18 +151,21 @@ def quantization_of(adapters: list[str]):
 
 def build_engine(model: str, adapters: list[str], batch_size: int, device: str, overrides: dict | None = None,
                  gqa_decode: bool = False, liger_kernel: bool = False, gpu_preprocess: bool = False,
-                 model_type: str = "qwen3_vl", template_type: str | None = None, trust_remote_code: bool = False):
+                 model_type: str = "qwen3_vl", template_type: str | None = None, trust_remote_code: bool = False,
+                 batched_windows: bool = True):
     """swift's TransformersEngine on one device; ``gqa_decode``: decode steps through eval/gqa_decode.py;
     ``liger_kernel``: Liger's Triton RMSNorm / RoPE / SwiGLU in the language model (GPU only);
     ``gpu_preprocess``: the image processor rescales, normalises and cuts patches on the GPU (GPU only);
     ``model_type`` / ``template_type``: swift's, for a raw model folder (the experiment's model.family);
-    ``trust_remote_code``: whether Python files in the model folder may run (model.trust_remote_code)."""
+    ``trust_remote_code``: whether Python files in the model folder may run (model.trust_remote_code);
+    ``batched_windows``: Qwen2.5-VL's ViT windows in one attention call per length (data_prep/window_attention.py)."""
     import torch
     from swift.infer_engine import TransformersEngine
 
     from . import gqa_decode as gqa
 
     procenv.set_trust_remote_code(trust_remote_code)
+    window_attention.apply(batched_windows)
     if gqa_decode:
         gqa.install()
     else:
@@ -385,7 +388,8 @@ def _worker(args, cfg, jobs, shard: int, num_shards: int, device: str) -> None:
     engine = build_engine(args.model, args.adapters, CPU_AUTO_BATCH if args.batch_size == "auto" else args.batch_size,
                           device, ev["overrides"], gqa_decode=ev["gqa_decode"], liger_kernel=ev["liger_kernel"],
                           gpu_preprocess=ev["gpu_preprocess"], model_type=fam.model_type,
-                          template_type=fam.template, trust_remote_code=cfg["model"]["trust_remote_code"])
+                          template_type=fam.template, trust_remote_code=cfg["model"]["trust_remote_code"],
+                          batched_windows=cfg["model"]["batched_window_attention"])
     plan = plan_batch(engine, [r for m, _ in todo for r in m], meta, args.batch_size, args.max_new_tokens,
                       ev["reserve_new_tokens"], reader)
     if plan["auto"]:

@@ -17,14 +17,14 @@ import sys
 from pathlib import Path
 
 from data_prep.config import ROOT, ConfigError, add_config_args, load_experiment, run_dir
-from data_prep.procenv import child_env, swift_args as remote_code_args
+from data_prep.procenv import child_env, swift_args as plugin_args
 from data_prep.rundir import marker_checkpoint, read_marker, write_marker
 
 
 def merge_command(adapter: Path, out: Path, device: str) -> list[str]:
     return [sys.executable, "-m", "swift.cli.main", "export", "--adapters", str(adapter), "--merge_lora", "true",
             "--output_dir", str(out), "--device_map", "cpu" if device == "cpu" else "auto",
-            "--external_plugins", *remote_code_args()["external_plugins"]]
+            "--external_plugins", *plugin_args()["external_plugins"]]
 
 
 def merge(cfg: dict, adapter: Path, out: Path, device: str = "cpu", fresh: bool = False) -> Path:

@@ -26,7 +26,7 @@ import yaml
 from data_prep.config import ConfigError, add_config_args, load_experiment, parse_override, run_dir
 from data_prep.export import swift_dir, swift_paths, token_paths
 from data_prep.family import check_model_folder, family
-from data_prep.procenv import TRUST_ENV, swift_args as remote_code_args
+from data_prep.procenv import experiment_env, swift_args as plugin_args
 from data_prep.rundir import marker_checkpoint
 
 from .argtable import load as load_table
@@ -247,14 +247,14 @@ def render(cfg: dict, stage: str, *, user: int | None = None, fold: int | None =
     put("output_dir", str(out.resolve()), f"{exp}: paths.runs")
     put("seed", cfg["folds"]["seed"], f"{exp}: folds.seed")
     put("data_seed", cfg["folds"]["seed"], f"{exp}: folds.seed")
-    for key, val in remote_code_args(args.get("external_plugins")).items():
-        put(key, val, f"{exp}: model.trust_remote_code (data_prep/plugins/remote_code.py)")
+    for key, val in plugin_args(args.get("external_plugins")).items():
+        put(key, val, f"{exp}: model.trust_remote_code, model.batched_window_attention (data_prep/plugins/)")
     if resume:
         put("resume_from_checkpoint", str(resume), "resume")
     errs += validate(args, sources)
     if errs:
         raise ConfigError("invalid swift config:\n  " + "\n  ".join(errs))
-    env = {"IMAGE_MAX_TOKEN_NUM": cfg["image_max_token_num"], TRUST_ENV: int(cfg["model"]["trust_remote_code"])}
+    env = experiment_env(cfg)  # the image budget and the plugins' switches (data_prep/procenv.py)
     if len(gl) > 1 or (gl and args.get("deepspeed")):  # DeepSpeed on one GPU also runs under torchrun
         env["NPROC_PER_NODE"] = len(gl)
     if gl and args.get("deepspeed"):  # ZeRO-3 on 2 x H100: 69.4 GiB with it (bench/RESULTS.md); set yours to override

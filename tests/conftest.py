@@ -68,3 +68,11 @@ def tiny_model(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("tiny") / "tiny-qwen3-vl"
     run_cli("scripts/build_tiny_model.py", "--out", str(out))
     return out
+
+
+@pytest.fixture(scope="session")
+def tiny25(tmp_path_factory) -> Path:
+    """The tiny random Qwen2.5-VL (window attention in its ViT), built once per test session."""
+    out = tmp_path_factory.mktemp("tiny25") / "model"
+    run_cli("scripts/build_tiny_model.py", "--out", str(out), "--family", "qwen2_5_vl")
+    return out

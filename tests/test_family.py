@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import ROOT, run_cli, write_experiment
+from conftest import write_experiment
 from data_prep.config import ConfigError, load_experiment
 from data_prep.family import FAMILIES, get
 from data_prep.schema import GRID, Sample, from_grid, to_grid
@@ -35,13 +35,6 @@ def _unpatchify(pixel_values, thw, patch: int, merge: int = 2, tp: int = 2) -> n
     # the processor's transpose was (0, 3, 6, 4, 7, 2, 1, 5, 8) of (t, tp, C, gh/m, m, p, gw/m, m, p)
     x = x.transpose(0, 6, 5, 1, 3, 7, 2, 4, 8).reshape(t * tp, 3, gh * patch, gw * patch)
     return x[0].transpose(1, 2, 0)
-
-
-@pytest.fixture(scope="module")
-def tiny25(tmp_path_factory):
-    out = tmp_path_factory.mktemp("tiny25") / "model"
-    run_cli(str(ROOT / "scripts/build_tiny_model.py"), "--out", str(out), "--family", "qwen2_5_vl")
-    return out
 
 
 @pytest.mark.parametrize("name", ["qwen2_5_vl", "qwen3_vl"])

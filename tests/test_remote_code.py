@@ -11,7 +11,7 @@ import pytest
 
 from conftest import run_cli
 from data_prep.config import load_experiment
-from data_prep.procenv import PLUGIN, TRUST_ENV
+from data_prep.procenv import PLUGINS, TRUST_ENV
 
 EVIL = '''import pathlib
 pathlib.Path({ran!r}).write_text("evil.py ran")  # what code in a model folder can do (transformers runs a copy)
@@ -41,8 +41,8 @@ def test_generated_yaml_carries_the_switch(exp, tiny_model):
         cfg = load_experiment(exp["path"], [f"paths.model={tiny_model}"]
                               + ([f"model.trust_remote_code={value}"] if value else []))
         run = render(cfg, "global")
-        assert run.args["external_plugins"] == [str(PLUGIN)]
-        assert run.env[TRUST_ENV] == int(env) and f"{TRUST_ENV}: '{env}'" in run.dump()
+        assert run.args["external_plugins"] == [str(p) for p in PLUGINS]
+        assert run.env[TRUST_ENV] == env and f"{TRUST_ENV}: '{env}'" in run.dump()
 
 
 def test_swift_sft_and_eval_do_not_run_a_model_folders_code(exp, evil_model, tmp_path):
