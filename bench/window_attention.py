@@ -17,6 +17,7 @@ Writes bench/results/window_attention_<device>[_tag].json.
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import subprocess
 import sys
@@ -140,8 +141,9 @@ def main(argv=None):
     budget = 32 if a.shape == "tiny" else 980
     out = Path(a.out) / f"window_attention_{a.device}{'_quick' if a.quick else ''}{a.tag and '_' + a.tag}.json"
     res = {"shape": a.shape, "device": a.device, "gpu": first_gpu()[0] if a.device == "cuda" else "cpu",
-           "image_max_token_num": budget, "commit": subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT,
-                                                                   capture_output=True, text=True).stdout.strip()}
+           "image_max_token_num": budget,  # the device's copy of the tree may carry a stale .git: PIGG_COMMIT wins
+           "commit": os.environ.get("PIGG_COMMIT") or subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT,
+                                                                     capture_output=True, text=True).stdout.strip()}
     with scratch("pigg_win_") as tmp:
         cfg_path, cfg = make_data(tmp, a.shape, budget, 12 if a.quick else 150, "qwen2_5_vl")
         subprocess.run([sys.executable, str(ROOT / "scripts" / "build_tiny_model.py"), "--out", str(tmp / "model"),
