@@ -9,7 +9,7 @@ The one place these are set:
 - ``CUDA_VISIBLE_DEVICES`` from a device list (``cpu`` hides every GPU);
 - from the experiment: ``IMAGE_MAX_TOKEN_NUM`` (the image budget: swift reads it per process and does not
   save it in a checkpoint, and answers in pixels depend on it), ``PIGG_TRUST_REMOTE_CODE`` and
-  ``PIGG_BATCHED_WINDOWS`` (data_prep/window_attention.py).
+  ``PIGG_BATCHED_WINDOWS`` (data_prep/window_attention.py), ``PIGG_TOKEN_INIT`` (data_prep/token_init.py).
 
 Remote code: ms-swift 4.6 loads every model folder with ``trust_remote_code=True`` (``ModelLoader.
 default_trust_remote_code``, and a hard-coded ``AutoConfig.from_pretrained(..., trust_remote_code=True)`` in
@@ -26,10 +26,12 @@ import os
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-PLUGINS = [Path(__file__).with_name("plugins") / f for f in ("remote_code.py", "window_attention.py")]  # swift's
-# external_plugins: the remote-code switch, Qwen2.5-VL's batched window attention (data_prep/window_attention.py)
+PLUGINS = [Path(__file__).with_name("plugins") / f for f in ("remote_code.py", "window_attention.py", "token_init.py")]
+# swift's external_plugins: the remote-code switch, Qwen2.5-VL's batched window attention
+# (data_prep/window_attention.py), distinct starting rows of new user tokens (data_prep/token_init.py)
 TRUST_ENV = "PIGG_TRUST_REMOTE_CODE"
 WINDOWS_ENV = "PIGG_BATCHED_WINDOWS"  # data_prep.window_attention.ENV
+TOKEN_INIT_ENV = "PIGG_TOKEN_INIT"  # data_prep.token_init.ENV
 OFFLINE = {"HF_HUB_OFFLINE": "1", "MODELSCOPE_OFFLINE": "1"}
 
 
@@ -37,7 +39,8 @@ def experiment_env(cfg: dict) -> dict[str, str]:
     """What a process loading this experiment's models needs in its environment."""
     return {"IMAGE_MAX_TOKEN_NUM": str(cfg["image_max_token_num"]),
             TRUST_ENV: "1" if cfg["model"]["trust_remote_code"] else "0",
-            WINDOWS_ENV: "1" if cfg["model"]["batched_window_attention"] else "0"}
+            WINDOWS_ENV: "1" if cfg["model"]["batched_window_attention"] else "0",
+            TOKEN_INIT_ENV: cfg["train"]["tokens_init"]}
 
 
 def child_env(cfg: dict | None = None, devices: str | None = None, **extra) -> dict[str, str]:

@@ -7,9 +7,11 @@ search tab, say). Every user has a fixed preferred element per intent (the obvio
 about 40% of user-intent pairs, another one otherwise), and a preferred
 button in confirmation dialogs: the habits that personalization can learn and a global model,
 trained on other users, cannot know. The test users (the first ``test_users``) prefer pairwise
-different elements for every intent and dialog (up to 4 of them; 3 for dialogs) on the same phone, so
-the screens are the same and a model trained on their pooled data without knowing who asks cannot
-satisfy them all: the case a user token exists for. The instruction never names the element. Every action type
+different elements for every intent and dialog (up to 3 of them) on the same phone, so the screens are
+the same and a model trained on their pooled data without knowing who asks cannot satisfy them all: the
+case a user token exists for. Their elements come from candidates 0-2, which sit in three distinct slots
+(candidate 3 shares candidate 0's slot, so two users preferring 0 and 3 would tap the same spot and a
+pooled model would serve both: a ceiling of ~62 % instead of ~25 %). The instruction never names the element. Every action type
 appears; some users are nested one level deeper (<uid>/<uid>/<episode>/); a few deliberate
 defects (malformed line, missing screenshot, click off screen, ...) exercise the report.
 Deterministic for a given seed.
@@ -138,9 +140,9 @@ def synth(out: str | Path, users: int = 12, episodes: int = 50, seed: int = 0, s
     base = datetime(2025, 3, 1, 9, 0, 0)
     n_eps, planted = 0, {}
     defect_queue = list(DEFECTS) if defects else []
-    # test users' habits: one random permutation of the candidates per intent, user k takes its k-th entry
+    # test users' habits: one random permutation of candidates 0-2 (distinct slots) per intent, user k its k-th
     perm_rng = random.Random(seed + 7919)
-    test_perm = {key: perm_rng.sample(range(4), 4) for key in intents}
+    test_perm = {key: perm_rng.sample(range(3), 3) for key in intents}
     dialog_perm = perm_rng.sample(range(len(DIALOG_BUTTONS)), len(DIALOG_BUTTONS))
     for u_idx, uid in enumerate(ids):
         w, h = PHONES[0 if u_idx < test_users else u_idx % len(PHONES)]  # test users: one phone, the same screens
@@ -149,7 +151,7 @@ def synth(out: str | Path, users: int = 12, episodes: int = 50, seed: int = 0, s
         habit = {key: 0 if rng.random() < common else rng.randrange(1, 4) for key in intents}
         dialog_habit = rng.randrange(len(DIALOG_BUTTONS))
         if u_idx < test_users:  # drawn above all the same, so the other users' streams do not move
-            habit = {key: test_perm[key][u_idx % 4] for key in intents}
+            habit = {key: test_perm[key][u_idx % 3] for key in intents}
             dialog_habit = dialog_perm[u_idx % len(DIALOG_BUTTONS)]
         udir = out / str(uid) / str(uid) if u_idx % 4 == 3 else out / str(uid)  # some users nested
         n_user_eps = (test_episodes or episodes) if u_idx < test_users else episodes

@@ -115,6 +115,46 @@ def test_synthetic_test_users_disagree_on_the_same_screens(exp):
     assert len(shared) >= 3 and all(favourite[1][i] != favourite[2][i] for i in shared)
 
 
+def test_synthetic_test_users_tap_distinct_slots_and_global_users_are_unchanged(tmp_path):
+    """The test users' preferred elements sit in pairwise different places of the shared screen (candidates 0-2:
+    a tag can win over pooling), and the global users' files are byte for byte those of before that change
+    (the hash of their action lines, surveys and trees, pinned from the previous code)."""
+    import hashlib
+
+    from data_prep.synth import APPS, element_boxes, synth
+
+    raw = tmp_path / "raw"
+    r = synth(raw, users=6, episodes=6, seed=3, test_users=3, test_episodes=8)
+    h = hashlib.sha256()
+    for uid in r["raw_users"][3:]:
+        for f in sorted((raw / str(uid)).rglob("*")):
+            if f.is_file():
+                h.update(str(f.relative_to(raw)).encode())
+                if f.suffix in (".jsonl", ".json", ".xml"):
+                    h.update(f.read_bytes())
+    assert h.hexdigest() == "3aef21f802df50f3e8437321574405175ea61b3f6922dc701fb5f100aba452f7"
+    raw = tmp_path / "habits"  # the habits alone: no noisy taps
+    r = synth(raw, users=3, episodes=1, seed=3, test_users=3, test_episodes=30, noise=0.0, defects=False)
+    centres = {}
+    for a, app in enumerate(APPS):
+        for i, (intent, _) in enumerate(app["intents"]):
+            centres[intent] = {name: ((b[0] + b[2]) // 2, (b[1] + b[3]) // 2) for name, b in element_boxes(a, i)}
+    taps = {}  # (user, intent) -> the element's slot most tapped
+    for u in r["raw_users"][:3]:
+        for f in (raw / str(u)).rglob("action.jsonl"):
+            survey = json.loads((f.parent / "survey_result.json").read_text(encoding="utf-8"))
+            for line in f.read_text(encoding="utf-8").splitlines():
+                act = next(iter(json.loads(line).values()))
+                name = act.split("content='")[-1][:-2] if "content='" in act else None
+                if name in centres[survey["intentDescription"]]:
+                    taps.setdefault((u, survey["intentDescription"]), []).append(centres[survey["intentDescription"]][name])
+    from collections import Counter
+
+    for intent in {i for _, i in taps}:
+        slots = [Counter(taps[(u, intent)]).most_common(1)[0][0] for u in r["raw_users"][:3] if (u, intent) in taps]
+        assert len(slots) == len(set(slots)), (intent, slots)
+
+
 def test_long_click_option(tmp_path, synth_raw):
     rep = build(synth_raw, tmp_path / "lc", actions=("click", "long_click"), progress=False)
     assert rep["samples"] > build(synth_raw, tmp_path / "c", progress=False)["samples"]
