@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -41,10 +42,11 @@ def test_demo_shows_piggs_ordering(tmp_path):
                         capture_output=True, text=True, timeout=600)
     assert p2.returncode == 0 and "already trained" in p2.stdout and "6 folds already done" in p2.stdout
     # one model for all users, tagged (special token) and pooled: K runs each, every user's hold-out of every
-    # fold evaluated with its own tag, summaries and the report's side-by-side rows and intervals
+    # fold evaluated with its own tag, summaries and the report's side-by-side rows and intervals. One epoch each:
+    # the path, not the learning (issue 23: the tiny model needs far more steps to use a tag)
     p3 = subprocess.run(["bash", "scripts/4b_finetune_user_tokens.sh", "cpu", "--kind", "special", "pooled",
-                         "--workers", "2", "--config", str(cfg)], cwd=ROOT, env=env, capture_output=True, text=True,
-                        timeout=900)
+                         "--workers", "2", "--config", str(cfg), "num_train_epochs=1"], cwd=ROOT, env=env,
+                        capture_output=True, text=True, timeout=900)
     assert p3.returncode == 0, p3.stdout[-3000:] + p3.stderr[-3000:]
     assert "6 to run" in p3.stdout and "special: overall over 2 users" in p3.stdout
     runs = tmp_path / "runs" / "demo_short"
@@ -58,6 +60,7 @@ def test_demo_shows_piggs_ordering(tmp_path):
         assert json.loads((runs / f"user_tokens_{kind}" / "overall.json").read_text())["n_users"] == 2
     tagged = (runs / "user_tokens_special" / "fold_0" / "eval.log").read_text()
     assert "Added 2 new special tokens" in tagged  # the eval engine knows <user_1>, <user_2>
+    user_token_rows_and_ids(tmp_path / "data", runs / "user_tokens_special" / "fold_0")
     subprocess.run(["bash", "scripts/6_report.sh", "--config", str(cfg)], cwd=ROOT, env=env, check=True,
                    capture_output=True, timeout=300)
     o = pd.read_csv(rep / "overall.csv").set_index("model")
@@ -66,6 +69,40 @@ def test_demo_shows_piggs_ordering(tmp_path):
     vs = sig[(sig["model"] == "global+user_tokens_special") & (sig["vs"] == "global+user_tokens_pooled")]
     assert list(vs["user"]) == ["1", "2", "all (over users)"]
     assert ((vs["acc lo"] <= vs["acc diff (pp)"]) & (vs["acc diff (pp)"] <= vs["acc hi"])).all()
+
+
+def user_token_rows_and_ids(data, run):
+    """The special-token run's new rows (data_prep/token_init.py): distinct from each other and from the spare rows
+    swift would have used, saved in the checkpoint, and the ones eval's engine loads; the tag is the same token id
+    at the same position in swift's training encoding and in the eval prompt."""
+    import torch
+    from safetensors.torch import load_file
+    from swift.infer_engine import InferRequest
+
+    from eval.run import build_engine
+
+    os.environ["IMAGE_MAX_TOKEN_NUM"] = "32"
+    ckpt = max(run.glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[1]))
+    base = json.loads((ckpt / "args.json").read_text())["model"]
+    saved = next(v for k, v in load_file(ckpt / "adapter_model.safetensors").items() if "embed_tokens" in k)
+    spare = next(v for k, v in load_file(next(Path(base).glob("*.safetensors"))).items() if "embed_tokens" in k)
+    engine = build_engine(base, [str(ckpt)], 2, "cpu")
+    tok = engine.template.tokenizer
+    ids = tok.convert_tokens_to_ids(["<user_1>", "<user_2>"])
+    assert "[pigg] user tokens: rows [151669, 151670] drawn" in (run / "train.log").read_text()  # the plugin ran
+    assert (saved[ids[0]] - saved[ids[1]]).norm() > 0.05 and not torch.equal(saved[ids], spare[ids])
+    emb = engine.model.get_input_embeddings()
+    loaded = emb.modules_to_save["default"].weight if hasattr(emb, "modules_to_save") else emb.weight
+    assert torch.equal(loaded[ids].float(), saved[ids].float())
+    rows = (data / "swift" / "user_tokens" / "special" / "fold_0" / "train.jsonl").read_text().splitlines()
+    train = next(json.loads(x) for x in rows if "<user_1>" in x)
+    test = json.loads((data / "swift" / "user_tokens" / "special" / "user_1" / "fold_0" / "test.jsonl").open().readline())
+    tpl = engine.template
+    tpl.set_mode("train")
+    enc_train = tpl.encode(train)["input_ids"]
+    tpl.set_mode("transformers")
+    enc_eval = tpl.encode(InferRequest(messages=test["messages"][:1], images=test["images"]))["input_ids"]
+    assert ids[0] in enc_train and ids[0] in enc_eval and enc_eval.index(ids[0]) == enc_train.index(ids[0])
 
 
 def test_demo_on_qwen25_shows_piggs_ordering(tmp_path):
