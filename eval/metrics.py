@@ -21,6 +21,7 @@ import math
 import statistics
 
 from data_prep.schema import GRID, on_grid
+from data_prep.summary import mean_or_none
 
 MAX_L2 = math.hypot(GRID, GRID)  # the distance of a parse failure or an off-screen answer in the corrected metrics
 
@@ -40,10 +41,6 @@ def l2_px(pred, gt, width: int, height: int) -> float:
 
 def is_hit(dist: float, delta: float) -> bool:
     return dist <= delta
-
-
-def _mean(values) -> float | None:
-    return statistics.fmean(values) if values else None
 
 
 def _median(values) -> float | None:
@@ -75,40 +72,9 @@ def score(records: list[dict], delta: float = 140) -> dict:
         "pigg": {**aggregate(pigg, delta), "off_screen": sum(not on_grid(r["pred_pigg"]) for r in records)},
         "corrected": aggregate([corrected_l2(r["pred"], r["gt"]) for r in records], delta),
         "corrected_parsed": aggregate([corrected_l2(r["pred"], r["gt"]) for r in parsed], delta),
-        "mean_l2_px": _mean(px),
+        "mean_l2_px": mean_or_none(px),
         "median_l2_px": _median(px),
         "element_hit_rate": sum(hits) / len(hits) if hits else None,
         "element_hit_n": len(hits),
     }
-    return out
-
-
-def _mean_std(values: list[float | None]) -> tuple[float | None, float | None]:
-    """Mean and population std (numpy's default ddof=0, as PIGG's summaries) of the defined values."""
-    values = [v for v in values if v is not None]
-    if not values:
-        return None, None
-    m = statistics.fmean(values)
-    return m, math.sqrt(statistics.fmean([(v - m) ** 2 for v in values]))
-
-
-def summarize_folds(fold_metrics: list[dict], user: int) -> dict:
-    """PIGG's user_{id}_summary.json keys (PIGG-compatible numbers) plus the corrected ones."""
-    out = {"user_id": user, "n_folds": len(fold_metrics), "n_samples": sum(m["n"] for m in fold_metrics)}
-    for src, prefix in (("pigg", ""), ("corrected", "corrected_")):
-        for key, name in (("accuracy", "accuracy"), ("mean_l2", "mean_l2"), ("median_l2", "median_l2")):
-            m, s = _mean_std([f[src][key] for f in fold_metrics])
-            out[f"{prefix}avg_{name}"], out[f"{prefix}std_{name}"] = m, s
-    out["avg_parse_fail_rate"] = _mean_std([f["parse_fail_rate"] for f in fold_metrics])[0]
-    out["avg_off_screen_rate"] = _mean_std([f.get("off_screen_rate") for f in fold_metrics])[0]
-    out["avg_element_hit_rate"] = _mean_std([f["element_hit_rate"] for f in fold_metrics])[0]
-    return out
-
-
-def overall(summaries: list[dict]) -> dict:
-    """Unweighted mean over users, as PIGG reports."""
-    keys = [k for k in summaries[0] if k.startswith(("avg_", "corrected_avg_"))] if summaries else []
-    out = {"n_users": len(summaries), "users": [s["user_id"] for s in summaries]}
-    for k in keys:
-        out[k] = _mean([s[k] for s in summaries if s[k] is not None])
     return out

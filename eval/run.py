@@ -31,7 +31,7 @@ from data_prep.io import atomic_open, dumps, read_jsonl, write_json
 from data_prep.schema import from_grid, on_grid
 
 from .elements import element_hit
-from .memory import PROMPT_SLACK, gib
+from data_prep.memory import PROMPT_SLACK, gib
 from .metrics import score
 from .parse import parse_point, parse_point_pigg, parse_referring
 from .profiles import PROFILES, Profile, get as get_profile, parse_answer, user_text
@@ -329,7 +329,7 @@ CPU_AUTO_BATCH = 32  # eval.batch_size: auto off a GPU (the tiny model; memory i
 def plan_batch(engine, rows: list[tuple[str, dict]], meta: dict, batch_size, max_new_tokens: int,
                reserve_new_tokens: int, reader: Reader | None = None) -> dict:
     """eval.batch_size: auto -> the batch for the first pass (KV reserved for ``reserve_new_tokens``) and
-    for rows answered again up to ``max_new_tokens``, from the card's free memory (eval/memory.py); a
+    for rows answered again up to ``max_new_tokens``, from the card's free memory (data_prep/memory.py); a
     number stands for both. The prompt length is the encoded largest screenshot's."""
     if batch_size != "auto":
         return {"batch_size": int(batch_size), "long_batch_size": int(batch_size), "auto": False}
@@ -340,7 +340,7 @@ def plan_batch(engine, rows: list[tuple[str, dict]], meta: dict, batch_size, max
     from swift.infer_engine import InferRequest
 
     from .batches import prepare_template
-    from .memory import batch_plan, card_limit_bytes
+    from data_prep.memory import batch_plan, card_limit_bytes
 
     area = lambda r: meta.get(r[0], {}).get("width", 0) * meta.get(r[0], {}).get("height", 0)  # noqa: E731
     sid, row = max(rows, key=area)
@@ -414,7 +414,7 @@ def cap_card() -> None:
     """PIGG_GPU_MEMORY_GB: this process uses at most that much of the card (a shared or smaller card)."""
     import torch
 
-    from .memory import card_limit_bytes
+    from data_prep.memory import card_limit_bytes
 
     cap = card_limit_bytes()
     if cap is not None and torch.cuda.is_available():

@@ -18,9 +18,9 @@ from data_prep.config import ConfigError, add_config_args, load_experiment, run_
 from data_prep.export import swift_paths
 from data_prep.io import read_json, write_json
 from data_prep.rundir import resolve_checkpoint
+from data_prep.summary import overall, summarize_folds
 
 from . import run as eval_run
-from .metrics import overall, summarize_folds
 
 
 def default_name(cfg: dict, model: str, adapters: list[str]) -> str:

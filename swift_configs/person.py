@@ -28,7 +28,7 @@ from data_prep.export import swift_paths
 from data_prep.io import read_json, write_json
 from data_prep.procenv import child_env
 from data_prep.rundir import write_marker
-from eval.metrics import overall, summarize_folds
+from data_prep.summary import overall, summarize_folds
 
 from .generate import gpu_list, render
 from .train import TrainError, execute, preflight, prepare, trained_checkpoint

@@ -122,7 +122,7 @@ def estimate(args: dict, n_gpus: int, image_tokens: int, offload: str = "none") 
 
 def card_bytes(gpus: list[str]) -> list[int] | None:
     """Memory of each listed GPU: PIGG_GPU_MEMORY_GB if set, else nvidia-smi's memory.total (None: unknown)."""
-    from eval.memory import card_limit_bytes
+    from data_prep.memory import card_limit_bytes
 
     cap = card_limit_bytes()
     if cap is not None:

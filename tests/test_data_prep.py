@@ -273,12 +273,28 @@ def test_data_prep_imports_no_torch():
     run_cli("-c", code)
 
 
+def test_training_and_eval_sit_side_by_side():
+    """data_prep at the bottom imports neither; swift_configs (training) never imports eval, eval never imports
+    swift_configs (every import statement of every module, read from the source)."""
+    import ast
+
+    rule = {"data_prep": ("eval", "swift_configs"), "swift_configs": ("eval",), "eval": ("swift_configs",)}
+    bad = []
+    for pkg, banned in rule.items():
+        for f in sorted((ROOT / pkg).rglob("*.py")):
+            for node in ast.walk(ast.parse(f.read_text(encoding="utf-8"))):
+                names = [a.name for a in node.names] if isinstance(node, ast.Import) else \
+                    [node.module or ""] if isinstance(node, ast.ImportFrom) and node.level == 0 else []
+                bad += [f"{f.relative_to(ROOT)}:{node.lineno} imports {n}" for n in names if n.split(".")[0] in banned]
+    assert not bad, bad
+
+
 def test_layers_import_downwards_only(tmp_path):
     """Eval finds a run folder's checkpoint through data_prep.rundir, never through the training layer; the
     run-folder module and eval's memory arithmetic import no torch."""
     (tmp_path / "run").mkdir()
     (tmp_path / "run" / "DONE").write_text(f"checkpoint: {tmp_path / 'run' / 'checkpoint-7'}\n")
-    code = ("import sys, pathlib, data_prep.rundir, eval.memory, eval.users, eval.report, eval.run; "
+    code = ("import sys, pathlib, data_prep.rundir, data_prep.memory, eval.users, eval.report, eval.run; "
             f"ck = eval.users.resolve_checkpoint(pathlib.Path({str(tmp_path / 'run')!r})); "
             "assert ck.name == 'checkpoint-7', ck; "
             "bad = [m for m in sys.modules if m.startswith('swift_configs') or m in ('torch', 'swift')]; "

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from eval.memory import ALLOC_CONST, ALLOC_FACTOR, HEADROOM, MAX_AUTO, batch_plan, card_limit_bytes, kv_bytes_per_token, row_bytes
+from data_prep.memory import ALLOC_CONST, ALLOC_FACTOR, HEADROOM, MAX_AUTO, batch_plan, card_limit_bytes, kv_bytes_per_token, row_bytes
 
 QWEN3_VL_8B_TEXT = {"num_hidden_layers": 36, "num_attention_heads": 32, "num_key_value_heads": 8, "head_dim": 128,
                     "hidden_size": 4096}

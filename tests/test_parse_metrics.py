@@ -10,7 +10,8 @@ import pytest
 from pathlib import Path
 
 from data_prep.family import get as get_family
-from eval.metrics import MAX_L2, aggregate, l2, overall, score, summarize_folds
+from data_prep.summary import overall, summarize_folds
+from eval.metrics import MAX_L2, aggregate, l2, score
 from eval.parse import parse_point, parse_point_pigg, parse_referring
 from eval.profiles import PROFILES, parse_answer, read_point
 

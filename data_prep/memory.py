@@ -1,4 +1,7 @@
-"""How many eval rows fit on the GPU: ``eval.batch_size: auto``.
+"""The card-memory model: how many eval rows fit on the GPU (``eval.batch_size: auto``) and what a card holds.
+
+Below training and eval alike: eval sizes its batches with it, the training preflight (swift_configs/preflight.py)
+reads the card's limit (``card_limit_bytes``) through it.
 
 Usage: ``plan = batch_plan(text_config, prompt_tokens, new_tokens, free_bytes, card_bytes)``
 
