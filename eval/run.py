@@ -24,14 +24,14 @@ import sys
 import time
 from pathlib import Path
 
+from data_prep import procenv, window_attention
 from data_prep.config import add_config_args, load_experiment
 from data_prep.family import DEFAULT, Family, check_model_folder, family, get as get_family
-from data_prep import procenv, window_attention
 from data_prep.io import atomic_open, dumps, read_jsonl, write_json
+from data_prep.memory import PROMPT_SLACK, gib
 from data_prep.schema import from_grid, on_grid
 
 from .elements import element_hit
-from data_prep.memory import PROMPT_SLACK, gib
 from .metrics import score
 from .parse import parse_point, parse_point_pigg, parse_referring
 from .profiles import PROFILES, Profile, get as get_profile, parse_answer, user_text
@@ -339,8 +339,9 @@ def plan_batch(engine, rows: list[tuple[str, dict]], meta: dict, batch_size, max
     import torch
     from swift.infer_engine import InferRequest
 
-    from .batches import prepare_template
     from data_prep.memory import batch_plan, card_limit_bytes
+
+    from .batches import prepare_template
 
     area = lambda r: meta.get(r[0], {}).get("width", 0) * meta.get(r[0], {}).get("height", 0)  # noqa: E731
     sid, row = max(rows, key=area)
