@@ -16,8 +16,8 @@ default_trust_remote_code``, and a hard-coded ``AutoConfig.from_pretrained(..., 
 ``swift.model.model_meta._get_model_info``), i.e. it would run Python files shipped inside the folder. Qwen3-VL and
 Qwen2.5-VL are transformers' own classes and need none of it, so the harness turns it off unless the
 experiment says ``model.trust_remote_code: true``: in this process by ``set_trust_remote_code``, in a
-``swift sft`` / ``swift export`` child through swift's own ``external_plugins`` (``PLUGIN``, which reads
-``PIGG_TRUST_REMOTE_CODE``). A folder that needs its own code then fails to load with transformers' error.
+``swift sft`` / ``swift export`` child through swift's own ``external_plugins`` (``PLUGINS``: plugins/remote_code.py
+reads ``PIGG_TRUST_REMOTE_CODE``). A folder that needs its own code then fails to load with transformers' error.
 Imports no torch (swift only inside set_trust_remote_code).
 """
 from __future__ import annotations
@@ -25,13 +25,14 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from .token_init import ENV as TOKEN_INIT_ENV
+from .window_attention import ENV as WINDOWS_ENV
+
 ROOT = Path(__file__).resolve().parent.parent
 PLUGINS = [Path(__file__).with_name("plugins") / f for f in ("remote_code.py", "window_attention.py", "token_init.py")]
 # swift's external_plugins: the remote-code switch, Qwen2.5-VL's batched window attention
 # (data_prep/window_attention.py), distinct starting rows of new user tokens (data_prep/token_init.py)
 TRUST_ENV = "PIGG_TRUST_REMOTE_CODE"
-WINDOWS_ENV = "PIGG_BATCHED_WINDOWS"  # data_prep.window_attention.ENV
-TOKEN_INIT_ENV = "PIGG_TOKEN_INIT"  # data_prep.token_init.ENV
 OFFLINE = {"HF_HUB_OFFLINE": "1", "MODELSCOPE_OFFLINE": "1"}
 
 
