@@ -17,6 +17,7 @@ import yaml
 
 from .family import FAMILIES
 from .schema import PROMPT_COORDS
+from .token_init import CHOICES as TOKEN_INIT_CHOICES
 
 ROOT = Path(__file__).resolve().parent.parent
 EXPERIMENTS = ROOT / "swift_configs" / "experiments"
@@ -165,8 +166,9 @@ def _finish(cfg: dict, path: Path) -> dict:
         raise ConfigError(f"{path}: 'folds.k' must be >= 2, got {cfg['folds']['k']}")
     if cfg["folds"]["mode"] not in ("random", "episode"):
         raise ConfigError(f"{path}: 'folds.mode' must be random or episode")
-    if cfg["train"]["tokens_init"] not in ("vocab", "none"):
-        raise ConfigError(f"{path}: 'train.tokens_init' must be vocab or none, got {cfg['train']['tokens_init']!r}")
+    if cfg["train"]["tokens_init"] not in TOKEN_INIT_CHOICES:
+        raise ConfigError(f"{path}: 'train.tokens_init' must be one of {list(TOKEN_INIT_CHOICES)}, "
+                          f"got {cfg['train']['tokens_init']!r}")
     if cfg["train"]["offload"] not in ("none", "optimizer"):
         raise ConfigError(f"{path}: 'train.offload' must be none or optimizer, got {cfg['train']['offload']!r}")
     for key in ("max_new_tokens", "reserve_new_tokens"):

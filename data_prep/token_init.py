@@ -18,7 +18,8 @@ distinct, at the scale of real tokens (norms the model's layers expect), and car
 (The alternative, the embedding of the text tag "User U: " plus noise, would give users 1 and 10 nearly the same
 start.) Deterministic: token j of a run takes generator seed ``seed + j``. The rows go into the model before
 PEFT wraps it, so ``modules_to_save: [embed_tokens]`` copies them, training moves them, and the checkpoint saves
-them; eval loads that copy (tests/test_user_tokens.py checks all three).
+them; eval loads that copy (tests/test_user_tokens.py checks the draw; tests/test_demo.py a real run's rows, the
+checkpoint's copy and the rows eval loads).
 Imports torch only when installed.
 """
 from __future__ import annotations

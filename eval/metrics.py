@@ -58,6 +58,7 @@ def score(records: list[dict], delta: float = 140) -> dict:
     n = len(records)
     pigg = [l2(r["pred_pigg"], r["gt"]) for r in records]
     parsed = [r for r in records if r["pred"] is not None]
+    corrected = [corrected_l2(r["pred"], r["gt"]) for r in records]
     off = sum(not on_grid(r["pred"]) for r in parsed)
     px = [l2_px(r["pred"], r["gt"], r["width"], r["height"]) if on_grid(r["pred"]) else math.hypot(r["width"], r["height"])
           for r in parsed if r.get("width")]
@@ -70,8 +71,8 @@ def score(records: list[dict], delta: float = 140) -> dict:
         "off_screen": off,
         "off_screen_rate": off / n if n else None,
         "pigg": {**aggregate(pigg, delta), "off_screen": sum(not on_grid(r["pred_pigg"]) for r in records)},
-        "corrected": aggregate([corrected_l2(r["pred"], r["gt"]) for r in records], delta),
-        "corrected_parsed": aggregate([corrected_l2(r["pred"], r["gt"]) for r in parsed], delta),
+        "corrected": aggregate(corrected, delta),
+        "corrected_parsed": aggregate([d for d, r in zip(corrected, records) if r["pred"] is not None], delta),
         "mean_l2_px": mean_or_none(px),
         "median_l2_px": _median(px),
         "element_hit_rate": sum(hits) / len(hits) if hits else None,
