@@ -123,7 +123,7 @@ def timed_generate(engine, rows, batch, new_tokens, device, workers=0, pin_memor
                    graphs=False) -> tuple[float, list[int], dict]:
     """eval.run's generate over rows after one warm-up batch: (seconds, answer lengths in chars,
     generate's stats: input wait, decode steps)."""
-    from eval.run import generate
+    from eval.generation import generate
 
     kw = dict(workers=workers, pin_memory=pin_memory, prefetch=prefetch, graphs=graphs)
     with tempfile.TemporaryDirectory() as d:
@@ -194,12 +194,28 @@ def eval_breakdown(engine, rows, batch, new_tokens, device, profile_to: Path | N
             log(f"profile: {profile_to}")
     out["decode_s"] = out["generate_s"] - out["prefill_s"]
     out["prefill_floor_samples_per_s"] = out["batch"] / out["prefill_s"]
+    # FLOPs of each stage (bench/flops.py) and its MFU against a matrix product measured here, now
+    import flops
+
+    b = out["batch"]
+    prompt = float(inputs["attention_mask"].sum()) / b
+    patches = inputs["pixel_values"].shape[0] / b
+    fl = {"vision": b * flops.vit_flops(model, patches), "prefill": b * flops.lm_forward_flops(model, prompt),
+          "decode": b * (flops.lm_forward_flops(model, prompt, new_tokens) - flops.lm_forward_flops(model, prompt))}
+    out.update(prompt_tokens_mean=prompt, patches_per_image=patches, flops=fl)
+    if device == "cuda":
+        peak = out["peak_matmul_tflops"] = flops.peak_matmul_tflops()
+        dec = out.get("decode_graphs_s", out["decode_s"])
+        out["mfu"] = {"vision": flops.mfu(fl["vision"] / out["vision_s"], peak),
+                      "prefill (incl. vision)": flops.mfu((fl["vision"] + fl["prefill"]) / out["prefill_s"], peak),
+                      "decode": flops.mfu(fl["decode"] / dec, peak),
+                      "whole batch": flops.mfu(sum(fl.values()) / (out["prefill_s"] + dec), peak)}
     return out
 
 
 def preprocess_difference(engine, rows) -> float:
     """Largest |difference| between the patches the image processor makes on the CPU and on the GPU."""
-    from eval.run import set_image_device
+    from eval.engine import set_image_device
 
     tpl, out = engine.template, []
     tpl.set_mode("transformers")
@@ -248,10 +264,12 @@ def bench_eval(cfg, model_dir, device, n, batch, new_tokens, res, out_json, base
                profile=False, variants=(), ladder=True, breakdown=True):
     import torch
 
+    from data_prep.export import swift_paths
     from eval import gqa_decode
-    from eval.run import apply_liger, build_engine, load_rows, set_image_device
+    from eval.engine import apply_liger, build_engine, set_image_device
+    from eval.job import load_rows
 
-    rows = load_rows(Path(cfg["paths"]["data"]) / "swift" / "user_1" / "all.jsonl")
+    rows = load_rows(swift_paths(cfg, 1)["all"])
     rows = (rows * (1 + n // len(rows)))[:n]
     ev = cfg["eval"]
     engine = build_engine(str(model_dir), [], batch, device)  # stock: transformers' sdpa, no Liger
@@ -332,7 +350,7 @@ def bench_eval(cfg, model_dir, device, n, batch, new_tokens, res, out_json, base
         res["eval"]["breakdown"] = eval_breakdown(engine, rows, batch, new_tokens, device,
                                                   out_json.with_suffix(".prefill_profile.txt") if profile else None)
         log(f"breakdown (batch {batch}): " + ", ".join(f"{k} {v:.3f}" for k, v in res["eval"]["breakdown"].items()
-                                                       if k != "batch"))
+                                                       if isinstance(v, float)) + f"; MFU {res['eval']['breakdown'].get('mfu')}")
         save(res, out_json)
     gqa_decode.uninstall()
     engine = model = None  # free the GPU memory for the training runs
@@ -417,7 +435,7 @@ def train_encoder(cfg, model_dir):
 
 def train_tokens_per_sample(cfg, model_dir, n: int = 16) -> float:
     from data_prep.export import swift_paths
-    from eval.run import load_rows
+    from eval.job import load_rows
 
     enc = train_encoder(cfg, model_dir)(load_rows(swift_paths(cfg, 1, 0)["train"])[:n])
     return float(enc["attention_mask"].sum()) / len(enc["attention_mask"])
@@ -474,7 +492,7 @@ def bench_handrolled(cfg, model_dir, device, steps, res, out_json, batch=4, chec
     from transformers import Qwen3VLForConditionalGeneration
 
     from data_prep.export import swift_paths
-    from eval.run import load_rows
+    from eval.job import load_rows
 
     name = f"handrolled_bs{batch}_{'gc' if checkpointing else 'nogc'}"
     dev = "cuda" if device == "cuda" else "cpu"

@@ -31,6 +31,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # bench/_common.py
 from _common import ROOT, child_env, first_gpu, median_step_s, prepare_experiment, read_train_log, run_polled, steady_rate, scratch  # noqa: E402
 from data_prep.io import read_json, write_json  # noqa: E402
+from data_prep.rundir import tokens_stage  # noqa: E402
 
 GIB = 2**30
 CAP_DIR = Path(__file__).resolve().parent / "gpu_cap"
@@ -49,7 +50,9 @@ def eval_child(spec: dict) -> dict:
     from data_prep.config import load_experiment
     from data_prep.memory import PREFILL_ACT_COEF, PREFILL_ACT_COEFS, kv_bytes_per_token
     from data_prep.family import family
-    from eval.run import Reader, build_engine, cap_card, generate, load_rows, plan_batch, sample_index
+    from eval.engine import build_engine, cap_card, plan_batch
+    from eval.generation import Reader, generate
+    from eval.job import load_rows, sample_index
 
     cfg = load_experiment(spec["config"])
     fam = family(cfg)
@@ -264,7 +267,7 @@ def main(argv=None):
         if "train" not in a.skip:
             folds.append(("person_lora", "person_lora", [], None))
         if a.tokens:
-            folds.append(("user_tokens_special", "person_lora", [], None))
+            folds.append((tokens_stage("special"), "person_lora", [], None))
         if "cap_train" not in a.skip:
             folds += [("person_qlora_cap", "person_qlora", [], a.cap_gb),
                       ("person_lora_gc_cap", "person_lora", ["gradient_checkpointing=true"], a.cap_gb)]
@@ -276,7 +279,7 @@ def main(argv=None):
                 extra = extra + ["use_liger_kernel=false"]
             log(f"train {name} ...")
             res["train"][name] = r = train_fold(cfg, cfg_path, tmp / "model", a.device, a.steps, template, extra, cap,
-                                                "special" if name == "user_tokens_special" else None)
+                                                "special" if name == tokens_stage("special") else None)
             log(f"train {name}: peak {r.get('peak_reserved_gib')} GiB (preflight {r.get('preflight_gib', 0):.1f}), "
                 f"median step {r.get('median_step_tokens_per_s') or 0:.0f} tokens/s {r.get('error', '')[-300:]}")
             write_json(out, res)

@@ -20,6 +20,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # bench/_common.py
 from data_prep.io import write_json  # noqa: E402
+from data_prep.rundir import done, fold_dir  # noqa: E402
 from _common import ROOT, child_env, prepare_experiment, scratch  # noqa: E402
 
 
@@ -62,12 +63,11 @@ def main(argv=None):
         same = True
         for u in (1, 2):
             for f in (0, 1):
-                a_dir, b_dir = runs / "sequential" / "person_lora" / f"user_{u}" / f"fold_{f}", \
-                    runs / "parallel" / "person_lora" / f"user_{u}" / f"fold_{f}"
+                a_dir, b_dir = (fold_dir(runs / name / "person_lora", u, f) for name in ("sequential", "parallel"))
                 names = lambda d: sorted(p.name for p in (d / "eval").iterdir()) if (d / "eval").is_dir() else []
                 keys = lambda d: sorted(json.loads((d / "eval" / "metrics.json").read_text())) \
                     if (d / "eval" / "metrics.json").exists() else None
-                ok = (a_dir / "DONE").exists() and (b_dir / "DONE").exists() and names(a_dir) == names(b_dir) \
+                ok = done(a_dir).exists() and done(b_dir).exists() and names(a_dir) == names(b_dir) \
                     and keys(a_dir) == keys(b_dir) and keys(a_dir) is not None
                 same &= ok
         res["same_structure"] = same

@@ -46,7 +46,9 @@ def child(spec: dict) -> dict:
     from data_prep import procenv, window_attention
     from data_prep.config import load_experiment
     from data_prep.family import family
-    from eval.run import Reader, build_engine, generate, load_rows, plan_batch, sample_index
+    from eval.engine import build_engine, plan_batch
+    from eval.generation import Reader, generate
+    from eval.job import load_rows, sample_index
     import flops
 
     cfg = load_experiment(spec["config"])

@@ -21,6 +21,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # bench/_common.py
 from data_prep.io import write_json  # noqa: E402
+from data_prep.rundir import done, generated_yaml, marker_checkpoint  # noqa: E402
 from _common import ROOT, child_env, first_gpu, prepare_experiment, read_train_log, run_polled, steady_rate, scratch  # noqa: E402
 
 TOKENS = 1082  # per sample: prompt ≈ 1052 (measured by gpu_bench) + answer ≈ 30
@@ -69,12 +70,12 @@ def run_variant(tmp: Path, model: Path, gpus: str, steps: int, v: dict, out_dir:
     res = {"gpus": gpus, "zero": v["zero"], "steps": steps, "rc": rc, "wall_s": wall, "log_tail": output[-2000:],
            "per_device_batch": v["bs"], "grad_accum": accum, "gradient_checkpointing": v["gc"], "liger": v["liger"],
            "offload": v["offload"], "step_marks_s": marks, "card_gib": first_gpu()[1]}
-    if (run / "generated" / "swift.yaml").exists() and model.is_dir():
+    if generated_yaml(run).exists() and model.is_dir():
         import yaml
 
         from swift_configs.preflight import GIB, estimate
 
-        args = yaml.safe_load((run / "generated" / "swift.yaml").read_text())
+        args = yaml.safe_load(generated_yaml(run).read_text())
         args.pop("ENV", None)
         est = estimate(args, n_gpu, cfg["image_max_token_num"], "optimizer" if v["offload"] else "none")
         res["preflight_gib"] = est["per_gpu_bytes"] / GIB
@@ -89,10 +90,8 @@ def run_variant(tmp: Path, model: Path, gpus: str, steps: int, v: dict, out_dir:
                    steady_samples_per_s=steady, steady_tokens_per_s_per_gpu=steady and steady * TOKENS / n_gpu,
                    peak_mem_gib=peak, preflight_error=peak and res.get("preflight_gib") and (res["preflight_gib"] - peak) / peak,
                    peak_share_of_card=peak and res["card_gib"] and peak / res["card_gib"])
-    if (run / "DONE").exists():
-        from data_prep.rundir import marker_checkpoint
-
-        ckpt = marker_checkpoint(run / "DONE")
+    if done(run).exists():
+        ckpt = marker_checkpoint(done(run))
         res["checkpoint"] = str(ckpt)
         b, n = visual_tensors(model), visual_tensors(ckpt)
         res["vision_keys"] = len(b)

@@ -149,6 +149,7 @@ def load_experiment(path: str | Path | None = None, overrides: list[str] | None 
         key, val = parse_override(ov)
         cfg = _merge(cfg, _nest(key, val), Path("<command line>"))
     cfg["config_path"] = str(path)
+    cfg["overrides"] = list(overrides or [])  # with config_path: how a child process loads the same experiment
     return _finish(cfg, path)
 
 
@@ -189,11 +190,6 @@ def _finish(cfg: dict, path: Path) -> dict:
     if bad:
         raise ConfigError(f"{path}: 'data.actions' may hold click, long_click; got {sorted(bad)}")
     return cfg
-
-
-def run_dir(cfg: dict, *parts: str) -> Path:
-    """runs/<experiment>/<stage>/...: the predictable place of every run's outputs."""
-    return Path(cfg["paths"]["runs"], cfg["name"], *parts)
 
 
 def add_config_args(parser) -> None:

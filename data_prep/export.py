@@ -3,8 +3,8 @@
 Usage: ``python -m data_prep export --config EXP.yaml [--folds random|episode] [--k 3] [--seed 42]``
 
 Writes under DATA/swift/ (DATA/swift_<family>/ for a model family other than qwen3_vl, whose answers
-are in its own coordinates: data_prep/family.py): ``global_train.jsonl`` (global users), ``user_{k}/all.jsonl`` and
-``user_{k}/fold_{f}/{train,test}.jsonl`` (test users), ``user_tokens/<kind>/...`` (the user-token
+are in its own coordinates: data_prep/family.py): ``global_train.jsonl`` (global users), ``user_U/all.jsonl`` and
+``user_U/fold_F/{train,test}.jsonl`` (test users; names: data_prep/rundir.py), ``user_tokens/<kind>/...`` (the user-token
 method: see ``export_user_tokens``); each JSONL has a ``.ids`` side file with
 the sample ids in row order (swift drops extra columns). ``export.json`` records the settings;
 re-exporting with other settings needs ``--force`` (runs trained on the old folds would no
@@ -18,6 +18,7 @@ from .family import family
 from .fingertip import load_samples
 from .io import read_json, write_json, write_jsonl, write_lines
 from .kfold import check_folds, fold_split, make_folds
+from .rundir import swift_files, token_files
 from .schema import USER_TAGS, swift_row, user_tag
 
 
@@ -55,7 +56,7 @@ def export(cfg: dict, force: bool = False) -> dict:
     gl = [s for u in global_users for s in samples[u]]
     if {s.id for s in gl} & {s.id for u in test_users for s in samples[u]}:
         raise ExportError("a sample is both in the global and the test set")
-    counts = {"global_train": _write(out / "global_train.jsonl", gl), "users": {}}
+    counts = {"global_train": _write(swift_files(out)["train"], gl), "users": {}}
     empty = [u for u in test_users if not samples[u]]
     if empty:
         raise ExportError(f"test users {empty} have no samples in {data / 'samples'}")
@@ -65,13 +66,11 @@ def export(cfg: dict, force: bool = False) -> dict:
         folds = make_folds(us, k, seed, mode)
         check_folds(folds, us)
         splits[u] = [fold_split(folds, f) for f in range(k)]
-        udir = out / f"user_{u}"
-        entry = {"all": _write(udir / "all.jsonl", us), "folds": []}
+        entry = {"all": _write(swift_files(out, u)["all"], us), "folds": []}
         for f in range(k):
             train, test = fold_split(folds, f)
-            fdir = udir / f"fold_{f}"
-            entry["folds"].append({"train": _write(fdir / "train.jsonl", train),
-                                   "test": _write(fdir / "test.jsonl", test)})
+            paths = swift_files(out, u, f)
+            entry["folds"].append({"train": _write(paths["train"], train), "test": _write(paths["test"], test)})
         counts["users"][str(u)] = entry
     counts["user_tokens"] = export_user_tokens(out, splits, k, _write)
     manifest = {"settings": settings, "counts": counts}
@@ -86,11 +85,11 @@ def export_user_tokens(out: Path, splits: dict, k: int, _write: Writer) -> dict:
     counts = {}
     for kind in USER_TAGS:
         tag = (lambda s, kind=kind: user_tag(kind, s.user))
-        counts[kind] = [_write(token_paths(out, kind, f)["train"], [s for u in splits for s in splits[u][f][0]], tag)
+        counts[kind] = [_write(token_files(out, kind, f)["train"], [s for u in splits for s in splits[u][f][0]], tag)
                         for f in range(k)]
         for u in splits:
             for f in range(k):
-                _write(token_paths(out, kind, f, u)["test"], splits[u][f][1], tag)
+                _write(token_files(out, kind, f, u)["test"], splits[u][f][1], tag)
     return counts
 
 
@@ -99,19 +98,11 @@ def swift_dir(cfg: dict) -> Path:
     return Path(cfg["paths"]["data"]) / family(cfg).swift_dir()
 
 
-def token_paths(out: Path, kind: str, fold: int, user: int | None = None) -> dict[str, Path]:
-    """DATA/swift/user_tokens/<kind>/fold_F/train.jsonl; .../user_U/fold_F/test.jsonl (``out``: DATA/swift)."""
-    d = Path(out) / "user_tokens" / kind
-    return {"train": d / f"fold_{fold}" / "train.jsonl"} if user is None else \
-        {"test": d / f"user_{user}" / f"fold_{fold}" / "test.jsonl"}
+def token_paths(cfg: dict, kind: str, fold: int, user: int | None = None) -> dict[str, Path]:
+    """The user-token method's exported files of this experiment (rundir.token_files)."""
+    return token_files(swift_dir(cfg), kind, fold, user)
 
 
 def swift_paths(cfg: dict, user: int | None = None, fold: int | None = None) -> dict[str, Path]:
-    """Where export put a stage's files: the one place later stages look them up."""
-    out = swift_dir(cfg)
-    if user is None:
-        return {"train": out / "global_train.jsonl"}
-    if fold is None:
-        return {"all": out / f"user_{user}" / "all.jsonl"}
-    d = out / f"user_{user}" / f"fold_{fold}"
-    return {"train": d / "train.jsonl", "test": d / "test.jsonl"}
+    """Where export put a stage's files: the one place later stages look them up (rundir.swift_files)."""
+    return swift_files(swift_dir(cfg), user, fold)

@@ -20,6 +20,7 @@ from tqdm import tqdm
 
 from .actions import ActionError, parse_action
 from .io import read_json, write_json, write_jsonl
+from .rundir import sample_file, sample_files
 from .schema import Sample, to_grid
 
 EPISODE_RE = re.compile(r"^\d{8}_\d{6}$")
@@ -189,10 +190,10 @@ def build(raw: str | Path, out: str | Path, actions=("click",), workers: int | N
     n = 0
     sample_dir = out / "samples"
     sample_dir.mkdir(parents=True, exist_ok=True)
-    for old in sample_dir.glob("user_*.jsonl"):  # a rebuild replaces the whole set, never mixes two
+    for old in sample_files(out).values():  # a rebuild replaces the whole set, never mixes two
         old.unlink()
     for user in sorted(per_user):
-        n += write_jsonl(sample_dir / f"user_{user}.jsonl", per_user[user])
+        n += write_jsonl(sample_file(out, user), per_user[user])
     write_json(out / "users.json", mapping)
     report = {
         "raw": str(raw),
@@ -228,12 +229,12 @@ def _collect(results, per_user, act_count, skipped, examples) -> int:
 
 
 def load_samples(data: str | Path, users: list[int] | None = None) -> dict[int, list[Sample]]:
-    """{user: [Sample]} from DATA/samples/user_{k}.jsonl (all users, or the ones asked for)."""
+    """{user: [Sample]} from DATA/samples/ (rundir.sample_file) (all users, or the ones asked for)."""
     from .io import read_jsonl
 
     sample_dir = Path(data) / "samples"
     if not sample_dir.is_dir():
         raise BuildError(f"{sample_dir}: no samples; run `python -m data_prep build` first")
-    found = {int(p.stem.split("_")[1]): p for p in sample_dir.glob("user_*.jsonl")}
+    found = sample_files(data)
     want = sorted(found) if users is None else users
     return {u: [Sample.from_dict(d) for d in read_jsonl(found[u])] if u in found else [] for u in want}

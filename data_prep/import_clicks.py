@@ -20,6 +20,7 @@ from PIL import UnidentifiedImageError
 
 from .fingertip import image_size
 from .io import write_json, write_jsonl
+from .rundir import sample_file
 from .schema import Sample, to_grid
 
 REQUIRED = ("user", "screenshot", "instruction", "x_px", "y_px")
@@ -94,7 +95,7 @@ def import_clicks(records: str | Path, out: str | Path) -> dict:
                    app=str(rec.get("app") or ""), **info)
         per_user[s.user].append(s.to_dict())
     for u, ss in per_user.items():
-        write_jsonl(out / "samples" / f"user_{u}.jsonl", ss)
+        write_jsonl(sample_file(out, u), ss)
     write_json(out / "users.json", {str(i): raw for raw, i in index.items()})
     report = {"source": str(records), "samples": len(good), "users": len(per_user),
               "samples_per_user": {str(u): len(ss) for u, ss in sorted(per_user.items())},

@@ -28,6 +28,7 @@ from pathlib import Path
 from PIL import Image
 
 from .io import write_json, write_jsonl
+from .rundir import sample_file
 from .schema import Sample
 
 _INSTR = re.compile(r"following instruction:\s*(.*?)(?:\n|$)", re.S)
@@ -143,7 +144,7 @@ def import_pigg(pkl_dir: str | Path, out: str | Path) -> dict:
         per_user[user] = rows
         mapping[str(user)] = rows[0]["raw_user"] if rows else str(user)
     for user, rows in per_user.items():
-        write_jsonl(out / "samples" / f"user_{user}.jsonl", rows)
+        write_jsonl(sample_file(out, user), rows)
     write_json(out / "users.json", mapping)
     report = {"source": str(pkl_dir.resolve()), "samples": sum(map(len, per_user.values())),
               "users": len(per_user), "samples_per_user": {str(u): len(r) for u, r in per_user.items()},

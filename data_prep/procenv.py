@@ -25,13 +25,16 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from .lora_inputs import ENV as LORA_INPUTS_ENV
 from .token_init import ENV as TOKEN_INIT_ENV
 from .window_attention import ENV as WINDOWS_ENV
 
 ROOT = Path(__file__).resolve().parent.parent
-PLUGINS = [Path(__file__).with_name("plugins") / f for f in ("remote_code.py", "window_attention.py", "token_init.py")]
+PLUGINS = [Path(__file__).with_name("plugins") / f
+           for f in ("remote_code.py", "window_attention.py", "token_init.py", "lora_inputs.py")]
 # swift's external_plugins: the remote-code switch, Qwen2.5-VL's batched window attention
-# (data_prep/window_attention.py), distinct starting rows of new user tokens (data_prep/token_init.py)
+# (data_prep/window_attention.py), distinct starting rows of new user tokens (data_prep/token_init.py),
+# LoRA inputs left in the autocast dtype (data_prep/lora_inputs.py)
 TRUST_ENV = "PIGG_TRUST_REMOTE_CODE"
 OFFLINE = {"HF_HUB_OFFLINE": "1", "MODELSCOPE_OFFLINE": "1"}
 
@@ -41,7 +44,8 @@ def experiment_env(cfg: dict) -> dict[str, str]:
     return {"IMAGE_MAX_TOKEN_NUM": str(cfg["image_max_token_num"]),
             TRUST_ENV: "1" if cfg["model"]["trust_remote_code"] else "0",
             WINDOWS_ENV: "1" if cfg["model"]["batched_window_attention"] else "0",
-            TOKEN_INIT_ENV: cfg["train"]["tokens_init"]}
+            TOKEN_INIT_ENV: cfg["train"]["tokens_init"],
+            LORA_INPUTS_ENV: "1" if cfg["train"]["lora_autocast_inputs"] else "0"}
 
 
 def child_env(cfg: dict | None = None, devices: str | None = None, **extra) -> dict[str, str]:

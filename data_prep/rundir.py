@@ -1,7 +1,24 @@
-"""Run-folder conventions read by training and eval alike: DONE / TRAINED markers and checkpoints.
+"""The one owner of every folder and file name of a run and of the exported data, and of the markers.
 
-Usage: ``write_marker(run / "DONE", checkpoint=ckpt)``; ``marker_checkpoint(run / "DONE")``;
-``latest_checkpoint(run)``; ``resolve_checkpoint(path)``
+Usage: ``run_dir(cfg, stage)``; ``fold_dir(stage_dir, user, fold)``; ``done(fold_dir)``;
+``write_marker(done(d), checkpoint=ckpt)``; ``marker_checkpoint(done(d))``; ``latest_checkpoint(run)``
+
+Run folder (``<paths.runs>/<name>/``)::
+
+    <stage>/                              global_full, global_lora, ...: one training run
+        generated/swift.yaml  checkpoint-N/  TRAINED  DONE  train.log  manifest.json
+    person_<method>/user_U/fold_F/        one personalized fold: the run above + eval/ (out.json, metrics.json,
+                                          predictions.jsonl, results.txt) + eval.log; DONE when evaluated
+    person_<method>/user_U_summary.json   mean/std over the user's folds;  overall.json  over users
+    user_tokens_<kind>/fold_F/            one model for all test users (training run)
+    user_tokens_<kind>/user_U/fold_F/     each user's hold-out evaluated on it: eval/ + DONE
+    eval/<name>/user_U/                   a checkpoint (or the base) evaluated on a user's samples
+    report/  visualizations/  logs/
+
+Data folder (``paths.data``): ``samples/user_U.jsonl``; ``swift[_<family>]/global_train.jsonl``,
+``user_U/all.jsonl``, ``user_U/fold_F/{train,test}.jsonl``, ``user_tokens/<kind>/fold_F/train.jsonl``,
+``user_tokens/<kind>/user_U/fold_F/test.jsonl`` (each with a ``.ids`` side file).
+No other module builds these names (tests/test_data_prep.py greps for it).
 
 A marker is a small YAML file written atomically: TRAINED when `swift sft` finished (names the
 final checkpoint), DONE when the whole stage finished (global: training; person: training + eval
@@ -20,6 +37,100 @@ from .io import atomic_open
 
 MARKERS = ("DONE", "TRAINED")
 WEIGHT_FILES = ("adapter_model.safetensors", "model.safetensors", "model.safetensors.index.json")
+TOKENS_PREFIX = "user_tokens_"
+
+
+# ---- the run folder
+def run_dir(cfg: dict, *parts: str) -> Path:
+    """runs/<experiment>/<stage>/...: the predictable place of every run's outputs."""
+    return Path(cfg["paths"]["runs"], cfg["name"], *parts)
+
+
+def tokens_stage(kind: str) -> str:
+    """The stage folder of the one-model method with tag ``kind``."""
+    return f"{TOKENS_PREFIX}{kind}"
+
+
+def user_dir(stage_dir: Path, user: int) -> Path:
+    return Path(stage_dir) / f"user_{user}"
+
+
+def fold_dir(stage_dir: Path, user: int, fold: int) -> Path:
+    return user_dir(stage_dir, user) / f"fold_{fold}"
+
+
+def tokens_run_dir(stage_dir: Path, fold: int) -> Path:
+    """A user-token stage's training run of fold ``fold`` (its users' evals are under fold_dir)."""
+    return Path(stage_dir) / f"fold_{fold}"
+
+
+def user_summary(stage_dir: Path, user: int) -> Path:
+    return Path(stage_dir) / f"user_{user}_summary.json"
+
+
+def overall_file(stage_dir: Path) -> Path:
+    return Path(stage_dir) / "overall.json"
+
+
+def user_summaries(stage_dir: Path) -> list[Path]:
+    return sorted(Path(stage_dir).glob("user_*_summary.json"))
+
+
+def eval_dir(d: Path) -> Path:
+    """Where a fold's (or a run's) evaluation writes out.json, metrics.json, predictions.jsonl."""
+    return Path(d) / "eval"
+
+
+def eval_outputs(stage_dir: Path, per_fold: bool, user: int | None = None) -> list[Path]:
+    """Every out.json of a stage: eval/<name>/user_U/out.json, or <stage>/user_U/fold_F/eval/out.json."""
+    base = Path(stage_dir) if user is None else user_dir(stage_dir, user)
+    users = "" if user is not None else "user_*/"
+    return sorted(base.glob(f"{users}fold_*/eval/out.json" if per_fold else f"{users}out.json"))
+
+
+def user_of(path: Path, stage_dir: Path) -> int:
+    """The test user a file under ``stage_dir`` belongs to (its user_U folder)."""
+    return int(next(p for p in Path(path).relative_to(stage_dir).parts if p.startswith("user_")).split("_")[1])
+
+
+def generated_yaml(d: Path) -> Path:
+    return Path(d) / "generated" / "swift.yaml"
+
+
+def done(d: Path) -> Path:
+    return Path(d) / "DONE"
+
+
+def trained(d: Path) -> Path:
+    return Path(d) / "TRAINED"
+
+
+# ---- the data folder
+def sample_file(data: Path, user: int) -> Path:
+    return Path(data) / "samples" / f"user_{user}.jsonl"
+
+
+def sample_files(data: Path) -> dict[int, Path]:
+    """{user: samples/user_U.jsonl} of a built data folder."""
+    return {int(p.stem.split("_")[1]): p for p in (Path(data) / "samples").glob("user_*.jsonl")}
+
+
+def swift_files(out: Path, user: int | None = None, fold: int | None = None) -> dict[str, Path]:
+    """Under DATA/swift[_<family>]: global_train.jsonl; user_U/all.jsonl; user_U/fold_F/{train,test}.jsonl."""
+    out = Path(out)
+    if user is None:
+        return {"train": out / "global_train.jsonl"}
+    if fold is None:
+        return {"all": user_dir(out, user) / "all.jsonl"}
+    d = fold_dir(out, user, fold)
+    return {"train": d / "train.jsonl", "test": d / "test.jsonl"}
+
+
+def token_files(out: Path, kind: str, fold: int, user: int | None = None) -> dict[str, Path]:
+    """DATA/swift/user_tokens/<kind>/fold_F/train.jsonl; .../user_U/fold_F/test.jsonl (``out``: DATA/swift)."""
+    d = Path(out) / "user_tokens" / kind
+    return {"train": d / f"fold_{fold}" / "train.jsonl"} if user is None else \
+        {"test": fold_dir(d, user, fold) / "test.jsonl"}
 
 
 def write_marker(path: Path, **fields) -> None:

@@ -17,7 +17,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from data_prep.config import add_config_args, load_experiment, run_dir
+from data_prep.config import add_config_args, load_experiment
+from data_prep.rundir import TOKENS_PREFIX, eval_outputs, run_dir, tokens_stage, user_of, user_summaries
 
 from .metrics import MAX_L2, corrected_l2, l2
 
@@ -40,7 +41,7 @@ def find_models(cfg: dict) -> list[dict]:
             role = "vanilla" if d.name == "vanilla" else "global"
             found.append({"name": d.name, "role": role, "dir": d, "kind": "eval"})
     # per-user adapters (personalized); one adapter for all test users, tagged or pooled (one_model)
-    for pattern, role in (("person_*/", "personalized"), ("user_tokens_*/", "one_model")):
+    for pattern, role in (("person_*/", "personalized"), (f"{TOKENS_PREFIX}*/", "one_model")):
         for d in sorted(root.glob(pattern)):
             if (d / "overall.json").exists():
                 found.append({"name": f"global+{d.name}", "role": role, "dir": d, "kind": "person"})
@@ -50,8 +51,7 @@ def find_models(cfg: dict) -> list[dict]:
 
 def out_files(model: dict) -> list[Path]:
     """A model's per-sample result files: one per user (an eval), or per user and fold (a K-fold run)."""
-    pattern = "user_*/out.json" if model["kind"] == "eval" else "user_*/fold_*/eval/out.json"
-    return sorted(model["dir"].glob(pattern))
+    return eval_outputs(model["dir"], per_fold=model["kind"] != "eval")
 
 
 def records(model: dict) -> list[dict]:
@@ -65,7 +65,7 @@ def per_sample(model: dict, delta: float) -> dict[int, dict[str, tuple[int, floa
     """{user: {sample id: (hit, L2)}} of a model, PIGG-compatible scoring (its parser, as the tables)."""
     out: dict[int, dict] = {}
     for f in out_files(model):
-        user = int(next(p for p in f.relative_to(model["dir"]).parts if p.startswith("user_")).split("_")[1])
+        user = user_of(f, model["dir"])
         for r in json.loads(f.read_text(encoding="utf-8")):
             d = l2(r["pred_pigg"], r["gt"])
             out.setdefault(user, {})[r["id"]] = (int(d <= delta), d)
@@ -81,7 +81,7 @@ def significance(models: list[dict], delta: float, n_resamples: int = 10000) -> 
     from .stats import paired_bootstrap, wilcoxon_p
 
     base = next((m for m in models if m["role"] == "global"), None)
-    pooled = next((m for m in models if m["name"].endswith("user_tokens_pooled")), None)
+    pooled = next((m for m in models if m["name"].endswith(tokens_stage("pooled"))), None)
     pairs = [(base, m) for m in models if base is not None and m is not base]
     # what a user tag adds: each tagged one-model run against the pooled control (same data, no tag)
     pairs += [(pooled, m) for m in models if pooled is not None and m["role"] == "one_model" and m is not pooled]
@@ -167,7 +167,7 @@ def tables(models: list[dict]) -> tuple[pd.DataFrame, pd.DataFrame]:
                      "corrected median L2": val(o["corrected_avg_median_l2"]),
                      "parse fail (%)": pct(o["avg_parse_fail_rate"]),
                      "element hit (%)": pct(o["avg_element_hit_rate"])})
-        for s in sorted(m["dir"].glob("user_*_summary.json")):
+        for s in user_summaries(m["dir"]):
             u = json.loads(s.read_text(encoding="utf-8"))
             per_user.append({"model": m["name"], "role": m["role"], "user": u["user_id"], "folds": u["n_folds"],
                              "acc@140 (%)": pct(u["avg_accuracy"]), "acc std": pct(u["std_accuracy"]),

@@ -14,13 +14,16 @@ import argparse
 import sys
 from pathlib import Path
 
-from data_prep.config import ConfigError, add_config_args, load_experiment, run_dir
+from data_prep.config import ConfigError, add_config_args, load_experiment
 from data_prep.export import swift_paths
+from data_prep.fingertip import BuildError
 from data_prep.io import read_json, write_json
-from data_prep.rundir import resolve_checkpoint
+from data_prep.rundir import overall_file, resolve_checkpoint, run_dir, user_dir, user_summary
 from data_prep.summary import overall, summarize_folds
 
-from . import run as eval_run
+from .engine import EvalError
+from .job import evaluate
+from .run import batch_arg
 
 
 def default_name(cfg: dict, model: str, adapters: list[str]) -> str:
@@ -41,7 +44,7 @@ def main(argv=None) -> int:
     p.add_argument("--name")
     p.add_argument("--users", type=int, nargs="+")
     p.add_argument("--devices", default="cpu")
-    p.add_argument("--batch-size", type=eval_run.batch_arg, help="rows per generate call, or auto")
+    p.add_argument("--batch-size", type=batch_arg, help="rows per generate call, or auto")
     p.add_argument("--max-new-tokens", type=int)
     a = p.parse_args(argv)
     try:
@@ -62,27 +65,20 @@ def main(argv=None) -> int:
     name = a.name or default_name(cfg, model, a.adapters)
     users = a.users or cfg["users"]["test"]
     base = run_dir(cfg, "eval", name)
-    data = [str(swift_paths(cfg, u)["all"]) for u in users]
-    outs = [str(base / f"user_{u}") for u in users]
-    ns = eval_run.parser().parse_args(
-        ["--config", a.config, "--model", model, "--devices", a.devices]
-        + [x for ov in a.overrides for x in ("--set", ov)]
-        + [x for ad in a.adapters for x in ("--adapters", ad)]
-        + [x for d, o in zip(data, outs) for x in ("--data", d, "--out", o)]
-        + (["--batch-size", str(a.batch_size)] if a.batch_size else [])
-        + (["--max-new-tokens", str(a.max_new_tokens)] if a.max_new_tokens else []))
+    outs = [user_dir(base, u) for u in users]
     try:
-        eval_run.run(ns)
-    except (FileNotFoundError, ValueError, RuntimeError) as e:
+        evaluate(cfg, model, a.adapters, [(swift_paths(cfg, u)["all"], o) for u, o in zip(users, outs)],
+                 [d for d in str(a.devices).split(",") if d], a.batch_size, a.max_new_tokens)
+    except (EvalError, BuildError, FileNotFoundError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     sums = []
     for u, o in zip(users, outs):
         s = summarize_folds([read_json(Path(o) / "metrics.json")], u)
-        write_json(base / f"user_{u}_summary.json", s)
+        write_json(user_summary(base, u), s)
         sums.append(s)
     o = overall(sums)
-    write_json(base / "overall.json", {"model": model, "adapters": a.adapters, **o})
+    write_json(overall_file(base), {"model": model, "adapters": a.adapters, **o})
     print(f"[eval] {name}: acc {o['avg_accuracy']:.4f}  mean L2 {o['avg_mean_l2']:.1f}  "
           f"median L2 {o['avg_median_l2']:.1f}  -> {base}/overall.json")
     return 0

@@ -19,7 +19,8 @@ from pathlib import Path
 
 from PIL import Image, ImageDraw
 
-from data_prep.config import add_config_args, load_experiment, run_dir
+from data_prep.config import add_config_args, load_experiment
+from data_prep.rundir import eval_outputs, run_dir, user_dir
 from data_prep.family import Family, family
 from data_prep.schema import from_grid, on_grid
 
@@ -67,10 +68,9 @@ def draw(rec: dict, delta: float, out: Path, fam: Family | None = None, budget: 
 
 def load_records(cfg: dict, run: str, user: int) -> list[dict]:
     base = run_dir(cfg, *run.split("/"))
-    files = [base / f"user_{user}" / "out.json"] if (base / f"user_{user}" / "out.json").exists() \
-        else sorted((base / f"user_{user}").glob("fold_*/eval/out.json"))
+    files = eval_outputs(base, per_fold=False, user=user) or eval_outputs(base, per_fold=True, user=user)
     if not files:
-        raise FileNotFoundError(f"{base}/user_{user}: no out.json (run that stage first)")
+        raise FileNotFoundError(f"{user_dir(base, user)}: no out.json (run that stage first)")
     recs = []
     for f in files:
         recs += json.loads(f.read_text(encoding="utf-8"))

@@ -16,9 +16,9 @@ import subprocess
 import sys
 from pathlib import Path
 
-from data_prep.config import ROOT, ConfigError, add_config_args, load_experiment, run_dir
+from data_prep.config import ROOT, ConfigError, add_config_args, load_experiment
 from data_prep.procenv import child_env, swift_args as plugin_args
-from data_prep.rundir import marker_checkpoint, read_marker, write_marker
+from data_prep.rundir import done, fold_dir, marker_checkpoint, read_marker, run_dir, write_marker
 
 
 def merge_command(adapter: Path, out: Path, device: str) -> list[str]:
@@ -74,10 +74,10 @@ def main(argv=None) -> int:
         else:
             if a.user is None or a.fold is None:
                 raise ConfigError("give --user and --fold (or --adapter CKPT)")
-            fold = run_dir(cfg, a.run, f"user_{a.user}", f"fold_{a.fold}")
-            if not (fold / "DONE").exists():
+            fold = fold_dir(run_dir(cfg, a.run), a.user, a.fold)
+            if not done(fold).exists():
                 raise ConfigError(f"{fold}: the fold is not finished (no DONE marker); run scripts/4_finetune_person.sh")
-            adapter = marker_checkpoint(fold / "DONE")
+            adapter = marker_checkpoint(done(fold))
             out = Path(a.out) if a.out else fold / "merged"
         merge(cfg, adapter, out, a.gpus, a.fresh)
     except ConfigError as e:

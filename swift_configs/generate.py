@@ -23,11 +23,12 @@ from pathlib import Path
 
 import yaml
 
-from data_prep.config import ConfigError, add_config_args, load_experiment, parse_override, run_dir
-from data_prep.export import swift_dir, swift_paths, token_paths
+from data_prep.config import ConfigError, add_config_args, load_experiment, parse_override
+from data_prep.export import swift_paths, token_paths
 from data_prep.family import check_model_folder, family
 from data_prep.procenv import experiment_env, swift_args as plugin_args
-from data_prep.rundir import marker_checkpoint
+from data_prep import rundir
+from data_prep.rundir import fold_dir, generated_yaml, marker_checkpoint, run_dir, tokens_run_dir, tokens_stage
 
 from .argtable import load as load_table
 
@@ -51,7 +52,7 @@ class Run:
 
     @property
     def yaml_path(self) -> Path:
-        return self.run_dir / "generated" / "swift.yaml"  # swift copies it into output_dir itself
+        return generated_yaml(self.run_dir)  # swift copies it into output_dir itself
 
     def command(self) -> list[str]:
         return [sys.executable, "-m", "swift.cli.main", "sft", str(self.yaml_path)]
@@ -113,7 +114,7 @@ def resolve_base(cfg: dict) -> Path:
     base = cfg["train"]["person_base"]
     if os.path.isabs(base):
         return Path(base)
-    done = run_dir(cfg, base) / "DONE"
+    done = rundir.done(run_dir(cfg, base))
     if not done.exists():
         raise ConfigError(f"train.person_base: {base}: the global run {run_dir(cfg, base)} is not finished "
                           f"(no DONE marker); run scripts/2_finetune_global.sh first or give an absolute checkpoint")
@@ -207,13 +208,13 @@ def render(cfg: dict, stage: str, *, user: int | None = None, fold: int | None =
             raise ConfigError(f"user-token runs need a fold and a kind in {sorted(USER_TAGS)}, got {kind!r}")
         if not 0 <= fold < cfg["folds"]["k"]:
             errs.append(f"{exp}: fold {fold} outside 0..{cfg['folds']['k'] - 1}")
-        out = run_dir(cfg, f"user_tokens_{kind}", f"fold_{fold}")
+        out = tokens_run_dir(run_dir(cfg, tokens_stage(kind)), fold)
         try:
             model = resolve_base(cfg)
         except ConfigError as e:
             errs.append(f"{exp}: {e}")
             model = None
-        dataset = token_paths(swift_dir(cfg), kind, fold)["train"]
+        dataset = token_paths(cfg, kind, fold)["train"]
         if kind == "special":  # new tokens, and their embedding rows trained (LoRA alone leaves them untrained)
             put("new_special_tokens", user_special_tokens(cfg["users"]["test"]), "user tokens (special)")
             if args.get("tuner_type") != "full":
@@ -225,7 +226,7 @@ def render(cfg: dict, stage: str, *, user: int | None = None, fold: int | None =
             errs.append(f"{exp}: user {user} is not a test user ({cfg['users']['test']})")
         if not 0 <= fold < cfg["folds"]["k"]:
             errs.append(f"{exp}: fold {fold} outside 0..{cfg['folds']['k'] - 1}")
-        out = run_dir(cfg, template, f"user_{user}", f"fold_{fold}")
+        out = fold_dir(run_dir(cfg, template), user, fold)
         try:
             model = resolve_base(cfg)
         except ConfigError as e:

@@ -9,132 +9,29 @@ on the hold-out fold into fold_F/eval/ (out.json, results.txt, metrics.json), th
 are a queue served by one worker per GPU (`--workers N` CPU processes on a CPU box). A re-run
 skips DONE folds, resumes a killed fold from its last checkpoint and a killed eval from its
 predictions. When all folds of a user are DONE, user_U_summary.json (mean/std over folds) is
-written; at the end overall.json (unweighted mean over users).
+written; at the end overall.json (unweighted mean over users). The runner: swift_configs/sweep.py;
+this file says only which runs (one per user and fold) and which hold-out each evaluates.
 """
 from __future__ import annotations
 
 import argparse
-import os
-import queue
-import shutil
-import subprocess
 import sys
-import threading
-import time
-from pathlib import Path
 
-from data_prep.config import ROOT, ConfigError, add_config_args, load_experiment, run_dir
+from data_prep.config import ConfigError, add_config_args, load_experiment
 from data_prep.export import swift_paths
-from data_prep.io import read_json, write_json
-from data_prep.procenv import child_env
-from data_prep.rundir import write_marker
-from data_prep.summary import overall, summarize_folds
+from data_prep.rundir import fold_dir, run_dir
 
 from .generate import gpu_list, render
-from .train import TrainError, execute, preflight, prepare, trained_checkpoint
+from .sweep import Job, Target, sweep, worker_slots
 
 
-def eval_command(cfg_path: str, overrides: list[str], model: str, adapters: list[str], data: Path, out: Path,
-                 device: str) -> list[str]:
-    cmd = [sys.executable, "-m", "eval.run", "--config", cfg_path, "--model", model, "--data", str(data),
-           "--out", str(out), "--devices", device]
-    for ov in overrides:
-        cmd += ["--set", ov]
-    for a in adapters:
-        cmd += ["--adapters", a]
-    return cmd
-
-
-def run_eval(cmd: list[str], env: dict, device: str, log: Path, what: str) -> None:
-    """Run an eval.run command on ``device``, its output appended to ``log``; a failure names the log's tail."""
-    with open(log, "a", encoding="utf-8") as f:
-        rc = subprocess.run(cmd, env=child_env(devices=device, **env), stdout=f, stderr=subprocess.STDOUT, cwd=ROOT).returncode
-    if rc != 0:
-        tail = log.read_text(encoding="utf-8", errors="replace").splitlines()[-15:]
-        raise TrainError(f"eval failed (exit {rc}) for {what}; see {log}:\n" + "\n".join(tail))
-
-
-def run_fold(cfg: dict, a, user: int, fold: int, device: str, env: dict) -> dict:
-    run = render(cfg, "person", user=user, fold=fold, gpus=device, overrides=a.swift_overrides)
-    d = run.run_dir
-    if (d / "DONE").exists():
-        return read_json(d / "eval" / "metrics.json")
-    todo = prepare(run)
-    if todo is not None:
-        print(f"[person] user {user} fold {fold}: training on {device} "
-              f"({'resuming ' + Path(todo.args['resume_from_checkpoint']).name if 'resume_from_checkpoint' in todo.args else 'fresh'})",
-              flush=True)
-        execute(todo, extra_env=env, echo=False)
-    ckpt = trained_checkpoint(d)
-    lora = run.args.get("tuner_type") == "lora"
-    model, adapters = (run.args["model"], [str(ckpt)]) if lora else (str(ckpt), [])
-    test = swift_paths(cfg, user, fold)["test"]
-    cmd = eval_command(cfg["config_path"], a.overrides, model, adapters, test, d / "eval", device)
-    print(f"[person] user {user} fold {fold}: evaluating {test.name} on {device}", flush=True)
-    run_eval(cmd, env, device, d / "eval.log", f"user {user} fold {fold}")
-    m = read_json(d / "eval" / "metrics.json")
-    write_marker(d / "DONE", checkpoint=ckpt, accuracy=m["pigg"]["accuracy"], median_l2=m["pigg"]["median_l2"])
-    return m
-
-
-def worker_slots(gl: list[str], workers: int | None) -> list[str]:
-    """Where queued runs go: one worker per listed GPU (or ``workers`` spread over them); 'cpu' x workers."""
-    if gl and workers:
-        return [gl[i % len(gl)] for i in range(workers)]
-    return gl or ["cpu"] * (workers or 1)
-
-
-def run_queue(todo: list, slots: list[str], on_gpu: bool, do, label: str, after=None) -> list:
-    """Serve ``todo`` from a queue, one worker thread per slot (a GPU id each; on the CPU, 'cpu' slots whose
-    processes get an equal share of the cores); ``do(job, device, env)`` returns the line to print,
-    ``after()`` runs under a lock after each success. Returns the failures [(job, message)]."""
-    jobs: queue.Queue = queue.Queue()
-    for j in todo:
-        jobs.put(j)
-    failures, lock = [], threading.Lock()
-    threads_per = None if on_gpu else max(1, (os.cpu_count() or 1) // len(slots))
-
-    def worker(device: str):
-        env = {"OMP_NUM_THREADS": str(threads_per)} if threads_per else {}
-        while True:
-            try:
-                job = jobs.get_nowait()
-            except queue.Empty:
-                return
-            try:
-                print(do(job, device, env), flush=True)
-                if after is not None:
-                    with lock:
-                        after()
-            except (TrainError, ConfigError, OSError) as e:
-                with lock:
-                    failures.append((job, str(e)))
-                print(f"[{label}] {job} FAILED: {e}", file=sys.stderr, flush=True)
-
-    threads = [threading.Thread(target=worker, args=(dev,), daemon=True) for dev in slots]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    return failures
-
-
-def write_summaries(cfg: dict, template: str, users: list[int]) -> dict | None:
-    """user_U_summary.json for every user whose K folds are DONE; overall.json when all are."""
-    base = run_dir(cfg, template)
-    k = cfg["folds"]["k"]
-    sums = []
-    for u in users:
-        folds = [base / f"user_{u}" / f"fold_{f}" for f in range(k)]
-        if all((f / "DONE").exists() for f in folds):
-            s = summarize_folds([read_json(f / "eval" / "metrics.json") for f in folds], u)
-            write_json(base / f"user_{u}_summary.json", s)
-            sums.append(s)
-    if len(sums) == len(users) and sums:
-        o = overall(sums)
-        write_json(base / "overall.json", o)
-        return o
-    return None
+def fold_job(cfg: dict, a, user: int, fold: int) -> Job:
+    """User ``user``'s fold ``fold``: train on the other folds, evaluate the hold-out in the same folder."""
+    folder = fold_dir(run_dir(cfg, cfg["train"]["person_template"]), user, fold)
+    return Job(key=(user, fold), label=f"user {user} fold {fold}",
+               render=lambda device: render(cfg, "person", user=user, fold=fold, gpus=device,
+                                            overrides=a.swift_overrides),
+               targets=[Target(user, swift_paths(cfg, user, fold)["test"], folder)])
 
 
 def main(argv=None) -> int:
@@ -167,46 +64,13 @@ def main(argv=None) -> int:
                 raise ConfigError(f"--array-task {a.array_task}: want 0..{len(pairs) - 1} ({len(users)} users x {len(folds)} folds)")
             users, folds = [pairs[a.array_task][0]], [pairs[a.array_task][1]]
         gl = gpu_list(a.gpus)
-        slots = worker_slots(gl, a.workers)
-        # fail fast: render every fold (validates config, data, base checkpoint) before any training
-        runs = {(u, f): render(cfg, "person", user=u, fold=f, gpus=slots[0], overrides=a.swift_overrides)
-                for u in users for f in folds}
-        summary_users = cfg["users"]["test"] if a.array_task is not None else users
-        pending_runs = [r for r in runs.values() if not (r.run_dir / "DONE").exists()]
-        if pending_runs and gl:  # one fold per GPU: each slot's card must hold one fold
-            preflight(pending_runs[0], cfg, sorted(set(slots)), force=a.force or a.dry_run, n_gpus=1)
     except ConfigError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    template = cfg["train"]["person_template"]
-    if a.dry_run:
-        for (u, f), r in runs.items():
-            print(f"# user {u} fold {f}\n{r.shell()}")
-        return 0
-    if a.fresh:
-        for r in runs.values():
-            shutil.rmtree(r.run_dir, ignore_errors=True)
-    pending = [(u, f) for u in users for f in folds if not (runs[(u, f)].run_dir / "DONE").exists()]
-    print(f"[person] {len(runs) - len(pending)} folds already done, {len(pending)} to run on {slots}", flush=True)
-    t0 = time.time()
-
-    def do(job, device, env):
-        u, f = job
-        m = run_fold(cfg, a, u, f, device, env)
-        return (f"[person] user {u} fold {f}: acc {m['pigg']['accuracy']:.4f}  median L2 "
-                f"{m['pigg']['median_l2']:.1f}  ({time.time() - t0:.0f}s)")
-
-    failures = run_queue(pending, slots, bool(gl), do, "person",
-                         after=lambda: write_summaries(cfg, template, summary_users))
-    o = write_summaries(cfg, template, summary_users)
-    if failures:
-        print(f"[person] {len(failures)} folds failed: {[job for job, _ in failures]}; re-run to resume",
-              file=sys.stderr)
-        return 1
-    if o:
-        print(f"[person] overall over {o['n_users']} users: acc {o['avg_accuracy']:.4f}  mean L2 "
-              f"{o['avg_mean_l2']:.1f}  median L2 {o['avg_median_l2']:.1f}  -> {run_dir(cfg, template)}/overall.json")
-    return 0
+    jobs = [fold_job(cfg, a, u, f) for u in users for f in folds]
+    summary_users = cfg["users"]["test"] if a.array_task is not None else users
+    return sweep(cfg, jobs, a, gl, worker_slots(gl, a.workers), "person", "folds",
+                 [cfg["train"]["person_template"]], summary_users)
 
 
 if __name__ == "__main__":

@@ -13,60 +13,31 @@ per-user method, so summaries and the report read them alike:
 runs/<exp>/user_tokens_<kind>/fold_F/ (training: generated/swift.yaml, checkpoints, TRAINED, DONE),
 runs/<exp>/user_tokens_<kind>/user_U/fold_F/{eval/, DONE}, user_U_summary.json, overall.json.
 Runs are a queue, one per GPU; a re-run skips DONE runs and resumes a killed one from its checkpoint.
+The runner: swift_configs/sweep.py; this file says only which runs (one per kind and fold) and which
+hold-outs each evaluates (every test user's, tagged).
 """
 from __future__ import annotations
 
 import argparse
 import sys
-import time
 
-from data_prep.config import ConfigError, add_config_args, load_experiment, run_dir
-from data_prep.export import swift_dir, token_paths
-from data_prep.io import read_json
-from data_prep.rundir import write_marker
+from data_prep.config import ConfigError, add_config_args, load_experiment
+from data_prep.export import token_paths
+from data_prep.rundir import fold_dir, run_dir, tokens_stage
 from data_prep.schema import USER_TAGS
 
 from .generate import gpu_list, render
-from .person import eval_command, run_eval, run_queue, worker_slots, write_summaries
-from .train import execute, preflight, prepare, trained_checkpoint
+from .sweep import Job, Target, sweep, worker_slots
 
 
-def run_name(kind: str) -> str:
-    return f"user_tokens_{kind}"
-
-
-def run_one(cfg: dict, a, kind: str, fold: int, device: str, env: dict) -> dict:
-    """Train fold ``fold`` of ``kind`` and evaluate every test user's hold-out on it; {user: metrics}."""
-    run = render(cfg, "tokens", fold=fold, kind=kind, gpus=device, overrides=a.swift_overrides)
-    users = cfg["users"]["test"]
-    user_dir = {u: run_dir(cfg, run_name(kind), f"user_{u}", f"fold_{fold}") for u in users}
-    if (run.run_dir / "DONE").exists():
-        return {u: read_json(user_dir[u] / "eval" / "metrics.json") for u in users}
-    todo = prepare(run)
-    if todo is not None:
-        print(f"[tokens] {kind} fold {fold}: training on {device}", flush=True)
-        execute(todo, extra_env=env, echo=False)
-    ckpt = trained_checkpoint(run.run_dir)
-    lora = run.args.get("tuner_type") != "full"
-    model, adapters = (run.args["model"], [str(ckpt)]) if lora else (str(ckpt), [])
-    exported = swift_dir(cfg)
-    todo_users = [u for u in users if not (user_dir[u] / "DONE").exists()]
-    if todo_users:
-        cmd = eval_command(cfg["config_path"], a.overrides, model, adapters,
-                           token_paths(exported, kind, fold, todo_users[0])["test"], user_dir[todo_users[0]] / "eval",
-                           device)
-        for u in todo_users[1:]:
-            cmd += ["--data", str(token_paths(exported, kind, fold, u)["test"]), "--out", str(user_dir[u] / "eval")]
-        print(f"[tokens] {kind} fold {fold}: evaluating users {todo_users} on {device}", flush=True)
-        run_eval(cmd, env, device, run.run_dir / "eval.log", f"{kind} fold {fold}")
-    out = {}
-    for u in users:
-        m = out[u] = read_json(user_dir[u] / "eval" / "metrics.json")
-        if not (user_dir[u] / "DONE").exists():
-            write_marker(user_dir[u] / "DONE", checkpoint=ckpt, accuracy=m["pigg"]["accuracy"],
-                         median_l2=m["pigg"]["median_l2"])
-    write_marker(run.run_dir / "DONE", checkpoint=ckpt)
-    return out
+def tokens_job(cfg: dict, a, kind: str, fold: int) -> Job:
+    """One model for every test user (tag ``kind``) trained on fold ``fold``; each user's hold-out evaluated."""
+    stage = run_dir(cfg, tokens_stage(kind))
+    return Job(key=(kind, fold), label=f"{kind} fold {fold}",
+               render=lambda device: render(cfg, "tokens", fold=fold, kind=kind, gpus=device,
+                                            overrides=a.swift_overrides),
+               targets=[Target(u, token_paths(cfg, kind, fold, u)["test"], fold_dir(stage, u, fold))
+                        for u in cfg["users"]["test"]])
 
 
 def main(argv=None) -> int:
@@ -87,49 +58,12 @@ def main(argv=None) -> int:
         cfg = load_experiment(a.config, a.overrides)
         folds = a.fold if a.fold is not None else list(range(cfg["folds"]["k"]))
         gl = gpu_list(a.gpus)
-        slots = worker_slots(gl, a.workers)
-        runs = {(k, f): render(cfg, "tokens", fold=f, kind=k, gpus=slots[0], overrides=a.swift_overrides)
-                for k in a.kind for f in folds}
-        pending = [r for r in runs.values() if not (r.run_dir / "DONE").exists()]
-        if pending and gl:
-            preflight(pending[0], cfg, sorted(set(slots)), force=a.force or a.dry_run, n_gpus=1)
     except ConfigError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    if a.dry_run:
-        for (k, f), r in runs.items():
-            print(f"# {k} fold {f}\n{r.shell()}")
-        return 0
-    if a.fresh:
-        import shutil
-
-        for k in a.kind:
-            for f in folds:
-                shutil.rmtree(runs[(k, f)].run_dir, ignore_errors=True)
-                for u in cfg["users"]["test"]:
-                    shutil.rmtree(run_dir(cfg, run_name(k), f"user_{u}", f"fold_{f}"), ignore_errors=True)
-    todo = [(k, f) for k in a.kind for f in folds if not (runs[(k, f)].run_dir / "DONE").exists()]
-    print(f"[tokens] {len(runs) - len(todo)} runs already done, {len(todo)} to run on {slots}", flush=True)
-    t0 = time.time()
-
-    def do(job, device, env):
-        k, f = job
-        ms = run_one(cfg, a, k, f, device, env)
-        accs = "  ".join(f"user {u} {m['pigg']['accuracy']:.3f}" for u, m in ms.items())
-        return f"[tokens] {k} fold {f}: acc {accs}  ({time.time() - t0:.0f}s)"
-
-    failures = run_queue(todo, slots, bool(gl), do, "tokens")
-    for k in a.kind:
-        o = write_summaries(cfg, run_name(k), cfg["users"]["test"])
-        if o:
-            print(f"[tokens] {k}: overall over {o['n_users']} users: acc {o['avg_accuracy']:.4f}  mean L2 "
-                  f"{o['avg_mean_l2']:.1f}  median L2 {o['avg_median_l2']:.1f}  -> "
-                  f"{run_dir(cfg, run_name(k))}/overall.json", flush=True)
-    if failures:
-        print(f"[tokens] {len(failures)} runs failed: {[job for job, _ in failures]}; re-run to resume",
-              file=sys.stderr)
-        return 1
-    return 0
+    jobs = [tokens_job(cfg, a, k, f) for k in a.kind for f in folds]
+    return sweep(cfg, jobs, a, gl, worker_slots(gl, a.workers), "tokens", "runs",
+                 [tokens_stage(k) for k in a.kind], cfg["users"]["test"])
 
 
 if __name__ == "__main__":

@@ -78,7 +78,7 @@ def prepare(run: Run, fresh: bool = False) -> Run | None:
     d = run.run_dir
     if fresh and d.exists():
         shutil.rmtree(d)
-    if (d / "TRAINED").exists():
+    if rundir.trained(d).exists():
         return None
     hashes = data_hashes(run)
     man = d / "manifest.json"
@@ -129,12 +129,12 @@ def execute(run: Run, log_name: str = "train.log", extra_env: dict | None = None
         tail = log.read_text(encoding="utf-8", errors="replace").splitlines()[-15:]
         raise TrainError(f"swift sft failed (exit {rc}) in {run.run_dir}; last lines of {log}:\n" + "\n".join(tail))
     ckpt = final_checkpoint(run.run_dir)
-    write_marker(run.run_dir / "TRAINED", checkpoint=ckpt, seconds=round(time.time() - t0, 1))
+    write_marker(rundir.trained(run.run_dir), checkpoint=ckpt, seconds=round(time.time() - t0, 1))
     return ckpt
 
 
 def trained_checkpoint(run_dir: Path) -> Path:
-    return marker_checkpoint(run_dir / "TRAINED")
+    return marker_checkpoint(rundir.trained(run_dir))
 
 
 def preflight(run: Run, cfg: dict, gpus: list[str], force: bool = False, n_gpus: int | None = None) -> dict | None:
@@ -178,7 +178,7 @@ def main(argv=None) -> int:
             print(run.shell())
             preflight(run, cfg, gpu_list(a.gpus), force=True)
             return 0
-        if not (run.run_dir / "TRAINED").exists() or a.fresh:
+        if not rundir.trained(run.run_dir).exists() or a.fresh:
             preflight(run, cfg, gpu_list(a.gpus), a.force)
             require_packages(run)  # said before the run folder is touched
         todo = prepare(run, a.fresh)
@@ -186,7 +186,7 @@ def main(argv=None) -> int:
             print(f"[train] {run.run_dir} already trained: {trained_checkpoint(run.run_dir)}")
         else:
             execute(todo)
-        write_marker(run.run_dir / "DONE", checkpoint=trained_checkpoint(run.run_dir))
+        write_marker(rundir.done(run.run_dir), checkpoint=trained_checkpoint(run.run_dir))
         print(f"[train] done: {trained_checkpoint(run.run_dir)}")
     except (ConfigError, TrainError, FileNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr)

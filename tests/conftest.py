@@ -12,6 +12,11 @@ import yaml
 ROOT = Path(__file__).resolve().parent.parent
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("MODELSCOPE_OFFLINE", "1")
+# Several xdist workers (pyproject: -n auto) share the cores: each worker's torch, and the processes it starts,
+# take their share instead of all of them each (the sweeps' queues set their own children's share)
+_WORKERS = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+if _WORKERS > 1:
+    os.environ.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // _WORKERS)))
 
 
 def write_experiment(tmp: Path, name: str = "t", **changes) -> Path:

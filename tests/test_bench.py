@@ -104,3 +104,23 @@ def test_a_bench_removes_its_scratch_folder_however_it_ends(how):
     assert p.returncode != 0
     tmp = scratch_of(p.stdout)
     assert not tmp.exists() and f"[bench] removed {tmp}" in p.stdout
+
+
+def test_step_breakdown_summary_takes_medians_after_the_warm_up_and_names_the_stalls():
+    import sys
+
+    from conftest import ROOT
+
+    sys.path.insert(0, str(ROOT / "bench"))
+    from step_breakdown import summarize
+
+    step = lambda i, gpu, data=0.05: {"step": i, "data_s": data, "vision_s": 0.08, "lm_fwd_bwd_s": gpu - 0.1,  # noqa: E731
+                                      "optimizer_s": 0.01, "other_s": 0.01, "gpu_step_s": gpu, "tokens": 4300,
+                                      "patches": 16000, "samples": 4, "flops": 2e14}
+    steps = [step(1, 14.0, None), step(2, 3.0)] + [step(i, 0.5) for i in range(3, 12)] + [step(12, 0.5, 0.8)]
+    s = summarize({"peak_matmul_tflops": 800.0, "steps": steps})
+    assert s["steps"] == 10 and s["median_step_s"] == pytest.approx(0.55)  # steps 1-2 (start-up) left out
+    assert s["median_step_tokens_per_s"] == pytest.approx(4300 / 0.55)
+    assert s["mfu"] == pytest.approx(2e14 / 0.55 / 800e12) and s["gpu_only_mfu"] == pytest.approx(2e14 / 0.5 / 800e12)
+    assert s["slow_steps"] == [12] and s["slowest_over_median"] == pytest.approx(1.3 / 0.55)
+    assert s["share"]["vision_s"] == pytest.approx(0.08 / 0.55)

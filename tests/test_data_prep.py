@@ -300,3 +300,53 @@ def test_layers_import_downwards_only(tmp_path):
             "bad = [m for m in sys.modules if m.startswith('swift_configs') or m in ('torch', 'swift')]; "
             "assert not bad, bad")
     run_cli("-c", code)
+
+
+# names a string may not hold outside data_prep/rundir.py: a piece of a user/fold folder, a marker, the YAML folder
+LAYOUT_PIECES = ("user_", "fold_", "user_tokens_", "DONE", "TRAINED", "generated")
+LAYOUT_ALLOWED = {("data_prep/import_pigg.py", "user_*.pkl"): "PIGG's own input files, not our layout"}
+
+
+def layout_strings(src: str) -> list[tuple[int, str]]:
+    """(line, text) of every string in code (docstrings left out) that builds a run/data folder name: an
+    f-string piece ending in user_/fold_ before a value, or a constant glob/marker/folder name."""
+    import ast
+
+    tree = ast.parse(src)
+    docs = {id(n.body[0].value) for n in ast.walk(tree) if isinstance(n, (ast.Module, ast.FunctionDef, ast.ClassDef))
+            and n.body and isinstance(n.body[0], ast.Expr) and isinstance(n.body[0].value, ast.Constant)}
+    out = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.JoinedStr):
+            parts = node.values
+            for a, b in zip(parts, parts[1:]):
+                if isinstance(a, ast.Constant) and isinstance(b, ast.FormattedValue) and \
+                        str(a.value).split("/")[-1] in ("user_", "fold_", "user_tokens_"):
+                    out.append((node.lineno, str(a.value)))
+        elif isinstance(node, ast.Constant) and isinstance(node.value, str) and id(node) not in docs:
+            v = node.value
+            if v in ("DONE", "TRAINED", "generated") or v.startswith(("user_*", "fold_*", "user_tokens_")) \
+                    or "/user_*" in v or "/fold_*" in v:
+                out.append((node.lineno, v))
+    return out
+
+
+def test_layout_strings_finds_hand_built_paths():
+    src = 'd = base / f"user_{u}" / f"fold_{f}"\nm = d / "DONE"\ng = d.glob("user_*/out.json")\n' \
+          'h = f"x/user_tokens_{k}"\n' \
+          'def f():\n    """user_U/fold_F/DONE in a docstring is fine"""\n    return f"user {u}", "user_id", f"heatmap_user_{u}.png"\n'
+    assert sorted(t for _, t in layout_strings(src)) == ["DONE", "fold_", "user_", "user_*/out.json", "x/user_tokens_"]
+
+
+def test_run_and_data_folder_names_have_one_owner():
+    """Issue 22: only data_prep/rundir.py builds user_U / fold_F / user_tokens_<kind> paths, markers and the
+    generated-YAML folder; every package and script is read (tests and rundir itself excepted)."""
+    bad = []
+    for pkg in ("data_prep", "swift_configs", "eval", "bench", "scripts"):
+        for f in sorted((ROOT / pkg).rglob("*.py")):
+            rel = f.relative_to(ROOT).as_posix()
+            if rel == "data_prep/rundir.py":
+                continue
+            bad += [f"{rel}:{line} {text!r}" for line, text in layout_strings(f.read_text(encoding="utf-8"))
+                    if (rel, text) not in LAYOUT_ALLOWED]
+    assert not bad, "build these through data_prep/rundir.py:\n" + "\n".join(bad)

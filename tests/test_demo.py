@@ -16,6 +16,7 @@ from conftest import ROOT, write_experiment
 pytestmark = pytest.mark.slow
 
 
+@pytest.mark.xdist_group("demo")
 def test_demo_shows_piggs_ordering(tmp_path):
     cfg = write_experiment(tmp_path, name="demo_short", users__test="1-2", users__global="4-12")
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
@@ -79,7 +80,7 @@ def user_token_rows_and_ids(data, run):
     from safetensors.torch import load_file
     from swift.infer_engine import InferRequest
 
-    from eval.run import build_engine
+    from eval.engine import build_engine
 
     os.environ["IMAGE_MAX_TOKEN_NUM"] = "32"
     ckpt = max(run.glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[1]))
@@ -105,6 +106,7 @@ def user_token_rows_and_ids(data, run):
     assert ids[0] in enc_train and ids[0] in enc_eval and enc_eval.index(ids[0]) == enc_train.index(ids[0])
 
 
+@pytest.mark.xdist_group("demo25")
 def test_demo_on_qwen25_shows_piggs_ordering(tmp_path):
     """The same protocol on a tiny Qwen2.5-VL (answers in pixels of the resized screenshot), shortened:
     Vanilla < Global < Global+Personalized on the 0-1000 grid, answers exported in the family's pixels."""

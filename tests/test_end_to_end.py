@@ -15,11 +15,12 @@ import yaml
 from safetensors.torch import load_file
 
 from conftest import ROOT, run_cli, write_experiment
-from data_prep.config import load_experiment, run_dir
+from data_prep.config import load_experiment
+from data_prep.rundir import run_dir
 from data_prep.export import export
 from data_prep.fingertip import build
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("e2e")]  # one worker: the module's trained runs
 FAST = {"train__global_overrides__num_train_epochs": 1, "train__person_overrides__num_train_epochs": 2,
         "train__person_overrides__per_device_train_batch_size": 4, "eval__max_new_tokens": 24}
 
@@ -47,7 +48,8 @@ def eval_requests(e2e, n: int, max_tokens: int, **engine_kw):
     request config with log-probs."""
     from swift.infer_engine import InferRequest, RequestConfig
 
-    from eval.run import build_engine, load_rows
+    from eval.engine import build_engine
+    from eval.job import load_rows
 
     os.environ["IMAGE_MAX_TOKEN_NUM"] = str(e2e["cfg"]["image_max_token_num"])
     engine = build_engine(str(e2e["model"]), [], 3, "cpu", **engine_kw)
@@ -85,7 +87,8 @@ def test_global_lora_touches_only_the_language_model(e2e):
 def test_eval_input_is_training_encoding_minus_answer(e2e):
     from swift.infer_engine import InferRequest
 
-    from eval.run import build_engine, load_rows
+    from eval.engine import build_engine
+    from eval.job import load_rows
 
     os.environ["IMAGE_MAX_TOKEN_NUM"] = str(e2e["cfg"]["image_max_token_num"])
     engine = build_engine(str(e2e["model"]), [], 2, "cpu")
@@ -194,7 +197,8 @@ def test_eval_prefetch_and_static_cache_give_the_answers_of_swifts_engine(e2e):
 
 def _answers(e2e, tmp_path, name, n=10, **kw):
     """eval.run.generate on user 1's first n rows; {id: raw answer} and generate's stats."""
-    from eval.run import generate, load_rows
+    from eval.generation import generate
+    from eval.job import load_rows
 
     rows = load_rows(Path(e2e["cfg"]["paths"]["data"]) / "swift" / "user_1" / "all.jsonl")[:n]
     pred = tmp_path / name / "predictions.jsonl"

@@ -2,6 +2,7 @@
 processor (swift's template encode: the pixel array the model is fed), qwen_vl_utils, export, eval reading."""
 from __future__ import annotations
 
+import re
 import json
 import os
 
@@ -104,7 +105,7 @@ def test_config_family_and_prompt(tmp_path):
 
 def test_profiles_read_their_models_answers():
     from eval.profiles import get as profile
-    from eval.run import Reader
+    from eval.generation import Reader
 
     fam, budget = get("qwen2_5_vl"), 980
     meta = {"width": 1080, "height": 2400, "instruction": "open wifi"}  # resized: 588 x 1288
@@ -181,7 +182,8 @@ def test_qwen25_decode_steps_reuse_their_static_inputs(tmp_path, tiny25, monkeyp
     """Qwen2.5-VL passes its decode-step mask as a dict per layer type, a new dict each step: the CUDA-graph
     runner (eval/cuda_graphs.py; off a GPU, the same static buffers, eager) must still see one set of
     inputs per generate call, and answer as the plain path does."""
-    from eval.run import build_engine, generate
+    from eval.engine import build_engine
+    from eval.generation import generate
 
     monkeypatch.setenv("IMAGE_MAX_TOKEN_NUM", "32")
     fam = get("qwen2_5_vl")
@@ -201,7 +203,7 @@ def test_qwen25_decode_steps_reuse_their_static_inputs(tmp_path, tiny25, monkeyp
     assert got[True] == got[False]
 
 
-def test_pixel_answers_need_their_sample_records(exp, tmp_path, monkeypatch):
+def test_pixel_answers_need_their_sample_records(exp, tmp_path, monkeypatch, capsys):
     """A row with no sample record cannot be converted from resized-image pixels: said before any model loads.
     And eval takes the image budget from the experiment, not from an inherited IMAGE_MAX_TOKEN_NUM."""
     from eval.run import main
@@ -212,8 +214,8 @@ def test_pixel_answers_need_their_sample_records(exp, tmp_path, monkeypatch):
     data.write_text(json.dumps({"messages": [{"role": "user", "content": "<image>x"},
                                              {"role": "assistant", "content": "[1, 2]"}], "images": ["x.png"]}) + "\n")
     data.with_suffix(".ids").write_text("nobody/20250101_000000/0\n")
-    with pytest.raises(SystemExit, match="1 eval rows have no sample record.*model.family qwen2_5_vl"):
-        main(["--config", str(exp["path"]), "--set", f"paths.data={exp['cfg']['paths']['data']}",
-              "--set", "model.family=qwen2_5_vl", "--model", str(tmp_path / "no-model"),
-              "--data", str(data), "--out", str(tmp_path / "out")])
+    assert main(["--config", str(exp["path"]), "--set", f"paths.data={exp['cfg']['paths']['data']}",
+                 "--set", "model.family=qwen2_5_vl", "--model", str(tmp_path / "no-model"),
+                 "--data", str(data), "--out", str(tmp_path / "out")]) == 2
+    assert re.search("1 eval rows have no sample record.*model.family qwen2_5_vl", capsys.readouterr().err)
     assert os.environ["IMAGE_MAX_TOKEN_NUM"] == str(exp["cfg"]["image_max_token_num"])

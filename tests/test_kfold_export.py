@@ -112,17 +112,16 @@ def test_user_token_sets_are_the_union_of_each_users_pigg_folds(exp):
     from data_prep.export import token_paths
 
     cfg = exp["cfg"]
-    out = swift_paths(cfg)["train"].parent
     users, k = cfg["users"]["test"], cfg["folds"]["k"]
     for f in range(k):
         want = [i for u in users for i in swift_paths(cfg, u, f)["train"].with_suffix(".ids").read_text().splitlines()]
         rows = {}
         for kind, tag in (("special", "<user_{u}> "), ("text", "User {u}: "), ("pooled", "")):
-            train = token_paths(out, kind, f)["train"]
+            train = token_paths(cfg, kind, f)["train"]
             assert train.with_suffix(".ids").read_text().splitlines() == want
             rows[kind] = [json.loads(x) for x in train.read_text(encoding="utf-8").splitlines()]
             for u in users:
-                test = token_paths(out, kind, f, u)["test"]
+                test = token_paths(cfg, kind, f, u)["test"]
                 assert test.with_suffix(".ids").read_text() == swift_paths(cfg, u, f)["test"].with_suffix(".ids").read_text()
                 plain = [json.loads(x) for x in swift_paths(cfg, u, f)["test"].read_text(encoding="utf-8").splitlines()]
                 tagged = [json.loads(x) for x in test.read_text(encoding="utf-8").splitlines()]

@@ -149,7 +149,7 @@ def test_undefined_metrics_are_null_in_strict_json(tmp_path):
     """Nothing parsed and no element tree: metrics.json, summaries and overall.json hold null, never
     NaN, and results.txt says n/a."""
     from data_prep.io import write_json
-    from eval.run import results_text
+    from eval.job import results_text
 
     recs = [{"gt": [500, 500], "pred": None, "pred_pigg": [0, 0], "width": 1080, "height": 2400}] * 3
     m = score(recs, 140)

@@ -47,7 +47,7 @@ def test_generated_yaml_carries_the_switch(exp, tiny_model):
 
 def test_swift_sft_and_eval_do_not_run_a_model_folders_code(exp, evil_model, tmp_path):
     from data_prep.procenv import set_trust_remote_code
-    from eval.run import build_engine
+    from eval.engine import build_engine
 
     ran = evil_model / "RAN"
     # a real `swift sft` on the folder, through the harness's launcher: one step

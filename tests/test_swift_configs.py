@@ -7,7 +7,8 @@ import pytest
 import yaml
 
 from conftest import ROOT, run_cli
-from data_prep.config import ConfigError, load_experiment, run_dir
+from data_prep.config import ConfigError, load_experiment
+from data_prep.rundir import run_dir
 from swift_configs import argtable
 from swift_configs.generate import render
 

@@ -57,7 +57,8 @@ def test_batched_windows_give_the_same_answers(tiny25, exp, restore):
     from swift.infer_engine import InferRequest, RequestConfig
 
     from data_prep.family import get
-    from eval.run import build_engine, load_rows
+    from eval.engine import build_engine
+    from eval.job import load_rows
 
     fam = get("qwen2_5_vl")
     os.environ["IMAGE_MAX_TOKEN_NUM"] = "256"  # several windows per screenshot

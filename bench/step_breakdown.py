@@ -1,0 +1,165 @@
+"""Where a personalized fold's training step spends its time, inside the real `swift sft` (the person stage's
+generated YAML, swift's trainer and data loader), with the MFU of every figure; variants side by side in one run.
+
+Usage: python bench/step_breakdown.py --shape 8b --device cuda [--family qwen3_vl] [--steps 30]
+                                      [--variants shipped workers8 ...] [--tag h200]
+
+Each variant is one `swift sft` child (this process never touches the GPU) of user 1 fold 0 on phone-sized
+synthetic screenshots and a random model of the real shape, ``--steps`` optimizer steps, with the trainer
+callback of bench/plugins/step_timer.py: per step data wait, vision tower, language model forward+backward,
+optimizer, rest (CUDA events), tokens and FLOPs (bench/flops.py). Reported per variant, over the steps after
+the first two: the median of each phase, tokens/s of the median step (host wall: data wait + GPU step), MFU
+against the bf16 matrix product measured in the same child, the slowest step / median (stalls), swift's own
+median step from logging.jsonl (the figure bench/memory_fit.py reports), peak memory. Writes
+bench/results/step_breakdown_<device>[_<tag>].json and prints a Markdown table.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import statistics
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import ROOT, child_env, first_gpu, median_step_s, read_train_log, run_polled, scratch  # noqa: E402
+from data_prep.io import write_json  # noqa: E402
+
+TIMER = Path(__file__).resolve().parent / "plugins" / "step_timer.py"
+LORA_INPUTS = ROOT / "data_prep" / "plugins" / "lora_inputs.py"  # active only with PIGG_LORA_AUTOCAST_INPUTS=1
+VARIANTS = {  # name -> (swift keys on top of the person template, environment); the recipe never changes here
+    "shipped": ([], {}),
+    "shipped_again": ([], {}),  # the same run again: Triton's kernel cache (~/.triton) now warm
+    "profiled": ([], {"PIGG_STEP_PROFILE": "10:13"}),  # torch.profiler over steps 10-12: the kernel table
+    "workers0": (["dataloader_num_workers=0"], {}),
+    "workers8": (["dataloader_num_workers=8"], {}),
+    "workers8_pin": (["dataloader_num_workers=8", "dataloader_persistent_workers=true"], {}),
+    "nodropout": (["lora_dropout=0.0"], {}),  # what the recipe's LoRA dropout costs (not a default: it changes the recipe)
+    "lora_off": ([], {"PIGG_LORA_AUTOCAST_INPUTS": "0"}),  # LoRA inputs cast to float32 (PEFT's way), explicitly
+    "lora_bf16": ([], {"PIGG_LORA_AUTOCAST_INPUTS": "1"}),  # data_prep/lora_inputs.py
+    "lora_bf16_workers8": (["dataloader_num_workers=8"], {"PIGG_LORA_AUTOCAST_INPUTS": "1"}),
+    "lora_bf16_profiled": ([], {"PIGG_LORA_AUTOCAST_INPUTS": "1", "PIGG_STEP_PROFILE": "10:13"}),
+}
+PHASES = ("data_s", "vision_s", "lm_fwd_bwd_s", "optimizer_s", "other_s", "gpu_step_s")
+
+
+def log(msg: str) -> None:
+    print(f"[step_breakdown {time.strftime('%H:%M:%S')}] {msg}", flush=True)
+
+
+def summarize(timer: dict, skip: int = 2) -> dict:
+    """Medians of each phase over the steps after ``skip``; the median step's tokens/s and MFU; stalls."""
+    steps = timer["steps"][skip:] or timer["steps"]
+    if not steps:
+        return {"error": "no steps recorded"}
+    wall = [(s["data_s"] or 0.0) + s["gpu_step_s"] for s in steps]
+    med = statistics.median(wall)
+    out = {k: statistics.median(s[k] or 0.0 for s in steps) for k in PHASES}
+    tokens = statistics.median(s["tokens"] for s in steps)
+    fl = statistics.median(s["flops"] for s in steps)
+    peak = timer.get("peak_matmul_tflops")
+    out.update(steps=len(steps), median_step_s=med, tokens_per_step=tokens, median_step_tokens_per_s=tokens / med,
+               flops_per_step=fl, peak_matmul_tflops=peak, mfu=peak and fl / med / (peak * 1e12),
+               gpu_only_mfu=peak and fl / out["gpu_step_s"] / (peak * 1e12),
+               slowest_over_median=max(wall) / med, slow_steps=[s["step"] for s, w in zip(steps, wall) if w > 1.5 * med],
+               share={k: out[k] / med for k in PHASES if k != "gpu_step_s"})
+    return out
+
+
+def run_variant(cfg: dict, model: Path, device: str, steps: int, name: str, extra: list[str], tmp: Path,
+                extra_env: dict) -> dict:
+    from swift_configs.generate import render
+
+    cfg = {**cfg, "train": {**cfg["train"], "person_base": str(model)}}
+    run = render(cfg, "person", user=1, fold=0, gpus="0" if device == "cuda" else "cpu",
+                 overrides=[f"max_steps={steps}", "logging_steps=1", "save_strategy='no'",
+                            "callbacks=['pigg_step_timer']", f"external_plugins=['{TIMER}', '{LORA_INPUTS}']"]
+                 + ([] if device == "cuda" else ["dataloader_num_workers=0", "use_liger_kernel=false"]) + extra)
+    shutil.rmtree(run.run_dir, ignore_errors=True)
+    run.run_dir.mkdir(parents=True, exist_ok=True)
+    run.write()
+    out = tmp / f"timer_{name}.json"
+    env = child_env(**{**{k: str(v) for k, v in run.env.items()}, **run.proc_env, "PIGG_STEP_TIMER_OUT": str(out),
+                       **extra_env})
+    if device == "cuda":
+        env["CUDA_VISIBLE_DEVICES"] = os.environ.get("CUDA_VISIBLE_DEVICES", "0")
+    t = time.time()
+    rc, output, marks = run_polled(run.command(), env, run.run_dir, run.run_dir / "logging.jsonl")
+    res = {"overrides": extra, "rc": rc, "wall_s": time.time() - t}
+    if rc or not out.exists():
+        return {**res, "error": output[-2500:]}
+    timer = json.loads(out.read_text())
+    _, peak = read_train_log(run.run_dir / "logging.jsonl")
+    logs = [json.loads(x) for x in (run.run_dir / "logging.jsonl").read_text().splitlines()]
+    res["losses"] = [float(x["loss"]) for x in logs if "loss" in x]  # same seed and data: variants comparable
+    med = median_step_s(marks)
+    res.update(summarize(timer), swift_median_step_s=med, peak_reserved_gib=peak,
+               first_step_mark_s=marks[0][1] if marks else None, timer_steps=timer["steps"],
+               batch=run.args["per_device_train_batch_size"] * run.args["gradient_accumulation_steps"],
+               params=timer["params"], profile=timer.get("profile"))
+    return res
+
+
+def table(res: dict) -> str:
+    rows = ["| variant | tokens/s (median step) | MFU | data | vision | LM fwd+bwd | optimizer | other | "
+            "slowest/median | swift median step | peak GiB |", "|" + "---|" * 11]
+    for name, r in res["variants"].items():
+        if "error" in r:
+            rows.append(f"| {name} | failed | | | | | | | | | |")
+            continue
+        ms = lambda k: f"{r[k] * 1e3:.0f} ms ({r['share'][k]:.0%})"  # noqa: E731
+        rows.append(f"| {name} | {r['median_step_tokens_per_s']:,.0f} | {r['mfu'] or 0:.2f} | {ms('data_s')} | "
+                    f"{ms('vision_s')} | {ms('lm_fwd_bwd_s')} | {ms('optimizer_s')} | {ms('other_s')} | "
+                    f"{r['slowest_over_median']:.2f} | {(r['swift_median_step_s'] or 0) * 1e3:.0f} ms | "
+                    f"{r['peak_reserved_gib']} |")
+    return "\n".join(rows)
+
+
+def main(argv=None) -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--family", choices=["qwen3_vl", "qwen2_5_vl"], default="qwen3_vl")
+    p.add_argument("--shape", choices=["tiny", "8b", "7b"], default="tiny")
+    p.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
+    p.add_argument("--steps", type=int, default=30)
+    p.add_argument("--variants", nargs="+", choices=sorted(VARIANTS), default=["shipped"])
+    p.add_argument("--tag", default="")
+    p.add_argument("--out", default=str(ROOT / "bench" / "results"))
+    a = p.parse_args(argv)
+    from memory_fit import make_data
+
+    budget = 32 if a.shape == "tiny" else 980
+    os.environ["IMAGE_MAX_TOKEN_NUM"] = str(budget)
+    out = Path(a.out) / f"step_breakdown_{a.device}{a.tag and '_' + a.tag}.json"
+    gpu, card = first_gpu() if a.device == "cuda" else ("cpu", None)
+    res = {"family": a.family, "shape": a.shape, "device": a.device, "gpu": gpu, "card_gib": card, "steps": a.steps,
+           "commit": os.environ.get("PIGG_COMMIT"), "variants": {}}
+    with scratch("pigg_steps_") as tmp:
+        t0 = time.time()
+        _, cfg = make_data(tmp, a.shape, budget, 12 if a.shape == "tiny" else 150, a.family)
+        import subprocess
+
+        subprocess.run([sys.executable, str(ROOT / "scripts" / "build_tiny_model.py"), "--out", str(tmp / "model"),
+                        "--shape", a.shape, "--family", a.family, "--device", a.device,
+                        "--dtype", "bfloat16" if a.device == "cuda" else "float32"], check=True, env=child_env(), cwd=ROOT)
+        log(f"data and model ready ({time.time() - t0:.0f}s)")
+        for name in a.variants:
+            log(f"{name}: swift sft, {a.steps} steps ...")
+            r = res["variants"][name] = run_variant(cfg, tmp / "model", a.device, a.steps, name, *VARIANTS[name][:1], tmp,
+                                                    VARIANTS[name][1])
+            log(f"{name}: " + (r["error"][-800:] if "error" in r else
+                               f"{r['median_step_tokens_per_s']:,.0f} tokens/s, MFU {r['mfu'] or 0:.2f}, "
+                               f"slowest/median {r['slowest_over_median']:.2f}"))
+            write_json(out, res)
+    print(table(res))
+    for name, r in res["variants"].items():
+        if r.get("profile"):
+            print(f"\n{name}: torch.profiler, kernels by device time\n{r['profile']}")
+    write_json(out, res)
+    log(f"wrote {out}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,222 @@
+"""An eval job: rows of swift JSONL answered by a model (+ adapters), resumable from its predictions,
+sharded over devices, then scored: out.json (records in row order), metrics.json, results.txt.
+
+Usage: ``evaluate(cfg, model, adapters, [(data, out), ...], devices=["0"])`` -> [metrics per job].
+With several devices, one child process per device (``python -m eval.run --shard i``; its environment from
+data_prep/procenv.py) takes rows i, i+n, ...; the parent merges them in row order. Raises EvalError
+(eval/engine.py), FileNotFoundError, ValueError; only the CLI (eval/run.py) turns them into exit codes.
+"""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from data_prep import procenv
+from data_prep.family import check_model_folder, family
+from data_prep.io import atomic_open, read_jsonl, write_json
+from data_prep.memory import gib
+
+from .engine import CPU_AUTO_BATCH, EvalError, build_engine, cap_card, peak_memory, plan_batch
+from .generation import Reader, generate
+from .metrics import score
+from .profiles import get as get_profile
+
+
+PRED_FILE = "predictions.jsonl"
+
+
+def load_rows(data: str | Path) -> list[tuple[str, dict]]:
+    data = Path(data)
+    ids_path = data.with_suffix(".ids")
+    if not data.is_file():
+        raise FileNotFoundError(f"{data}: no such eval file (run `python -m data_prep export`)")
+    rows = read_jsonl(data)
+    ids = ids_path.read_text(encoding="utf-8").splitlines() if ids_path.exists() else None
+    if ids is None or len(ids) != len(rows):
+        raise ValueError(f"{ids_path}: missing or not one id per row of {data}")
+    return list(zip(ids, rows))
+
+
+def read_predictions(out: Path) -> dict[str, dict]:
+    """Every complete prediction line under ``out`` (all shards); a torn last line is dropped."""
+    done: dict[str, dict] = {}
+    for f in sorted(out.glob("predictions*.jsonl")):
+        lines = f.read_text(encoding="utf-8").split("\n")
+        good, torn = [], False
+        for line in lines:
+            if not line.strip():
+                continue
+            try:
+                rec = json.loads(line)
+            except json.JSONDecodeError:
+                torn = True
+                continue
+            good.append(line)
+            done.setdefault(rec["id"], rec)
+        if torn:  # killed mid-write: keep only the whole lines
+            with atomic_open(f) as fh:
+                fh.write("".join(g + "\n" for g in good))
+    return done
+
+
+def sample_index(cfg: dict) -> dict[str, dict]:
+    from data_prep.fingertip import load_samples
+
+    return {s.id: s.to_dict() for ss in load_samples(cfg["paths"]["data"]).values() for s in ss}
+
+
+def num(v, spec: str = ".4f", unit: str = "") -> str:
+    """A metric for a person to read: ``n/a`` where it is undefined (None: nothing parsed, no tree)."""
+    return "n/a" if v is None else f"{v:{spec}}{unit}"
+
+
+def results_text(m: dict, title: str) -> str:
+    p, c, cp = m["pigg"], m["corrected"], m["corrected_parsed"]
+
+    def line(a: dict) -> str:
+        return f"acc@{m['delta']:g}: {num(a['accuracy'])}  mean L2: {num(a['mean_l2'], '.2f')}  median L2: {num(a['median_l2'], '.2f')}"
+
+    return (f"{title}\n"
+            f"  samples: {m['n']}   parse failures: {m['parse_failures']} ({num(m['parse_fail_rate'], '.2%')})   "
+            f"off screen: {m['off_screen']} ({num(m['off_screen_rate'], '.2%')}; misses in the corrected metrics)\n"
+            f"  PIGG-compatible    {line(p)}   off screen (unclamped in its mean L2): {p['off_screen']}\n"
+            f"  corrected (all)    {line(c)}\n"
+            f"  corrected (parsed) {line(cp)}\n"
+            f"  pixels (parsed)    mean L2: {num(m['mean_l2_px'], '.1f', ' px')}  "
+            f"median L2: {num(m['median_l2_px'], '.1f', ' px')}\n"
+            f"  element hit rate: {num(m['element_hit_rate'])} (n={m['element_hit_n']})\n")
+
+
+def finalize(rows: list[tuple[str, dict]], out: Path, delta: float, title: str) -> dict:
+    """Score a finished job: out.json in row order, metrics.json, results.txt."""
+    done = read_predictions(out)
+    missing = [sid for sid, _ in rows if sid not in done]
+    if missing:
+        raise RuntimeError(f"{out}: {len(missing)} samples have no prediction (first: {missing[0]})")
+    records = [done[sid] for sid, _ in rows]
+    m = score(records, delta)
+    write_json(out / "out.json", records)
+    write_json(out / "metrics.json", m)
+    with atomic_open(out / "results.txt") as f:
+        f.write(results_text(m, title))
+    return m
+
+
+def _worker(cfg: dict, model: str, adapters: list[str], batch_size, max_new_tokens: int, jobs: list[tuple[Path, Path]],
+            shard: int, num_shards: int, device: str) -> None:
+    """Answer this shard's rows of every job not yet in its predictions, with one model load."""
+    meta = sample_index(cfg)
+    todo = []
+    for data, out in jobs:
+        out.mkdir(parents=True, exist_ok=True)
+        rows = load_rows(data)
+        done = read_predictions(out)
+        mine = [r for i, r in enumerate(rows) if i % num_shards == shard and r[0] not in done]
+        todo.append((mine, out))
+    if not any(m for m, _ in todo):
+        return
+    ev = cfg["eval"]
+    if device != "cpu":
+        cap_card()
+    fam = family(cfg)
+    reader = Reader(fam, cfg["image_max_token_num"], get_profile(ev["profile"], fam.name),
+                    long_press="long_click" in cfg["data"]["actions"])
+    if fam.coords == "pixels" or reader.profile.prompt is not None:  # both need each row's sample record
+        orphans = [sid for m, _ in todo for sid, _ in m if sid not in meta]
+        if orphans:
+            raise EvalError(f"{len(orphans)} eval rows have no sample record under {cfg['paths']['data']}/samples "
+                             f"(first: {orphans[0]}); model.family {fam.name} / eval.profile {reader.profile.name} "
+                             "need its screen size and instruction: re-run `python -m data_prep build` and export")
+    engine = build_engine(model, adapters, CPU_AUTO_BATCH if batch_size == "auto" else batch_size,
+                          device, ev["overrides"], gqa_decode=ev["gqa_decode"], liger_kernel=ev["liger_kernel"],
+                          gpu_preprocess=ev["gpu_preprocess"], model_type=fam.model_type,
+                          template_type=fam.template, trust_remote_code=cfg["model"]["trust_remote_code"],
+                          batched_windows=cfg["model"]["batched_window_attention"])
+    plan = plan_batch(engine, [r for m, _ in todo for r in m], meta, batch_size, max_new_tokens,
+                      ev["reserve_new_tokens"], reader)
+    if plan["auto"]:
+        first = plan.get("first")
+        print(f"eval.batch_size auto: {plan['batch_size']} rows"
+              + (f" ({gib(first['per_row_bytes'])} a row for {first['prompt_tokens']} prompt + {first['new_tokens']} "
+                 f"answer tokens, {gib(first['free_bytes'])} free of {gib(first['card_bytes'])}); rows answering past "
+                 f"{first['new_tokens']} tokens go again {plan['long_batch_size']} at a time" if first else " (CPU)"),
+              flush=True)
+    name = PRED_FILE if num_shards == 1 else f"predictions.shard{shard}.jsonl"
+    for mine, out in todo:
+        st = generate(engine, mine, out / name, plan["batch_size"], max_new_tokens, meta, workers=ev["workers"],
+                      prefetch=ev["prefetch"], graphs=ev["cuda_graphs"] and engine.model.device.type == "cuda",
+                      reserve_new_tokens=ev["reserve_new_tokens"], long_batch_size=plan["long_batch_size"],
+                      reader=reader)
+        plan["batch_size"], plan["long_batch_size"] = st["batch_sizes"][-1], min(plan["long_batch_size"], st["batch_sizes"][-1])
+        write_json(out / f"eval_stats{'' if num_shards == 1 else f'.shard{shard}'}.json", {
+            **st, "plan": plan, "peak_bytes": peak_memory()})
+
+
+def check(cfg: dict, model: str, devices: list[str]) -> None:
+    """What the experiment asks of eval, checked before any model loads."""
+    ev = cfg["eval"]
+    try:
+        get_profile(ev["profile"], cfg["model"]["family"])
+    except ValueError as e:
+        raise EvalError(f"{cfg['config_path']}: {e}") from None
+    bad = check_model_folder(model, family(cfg), "--model")
+    if bad:
+        raise EvalError(f"{cfg['config_path']}: {bad}")
+    if ev["workers"] > 0 and ev["prefetch"] > 0:
+        raise EvalError(f"{cfg['config_path']}: eval.workers={ev['workers']} and eval.prefetch={ev['prefetch']} both "
+                        "encode the next batches (processes / threads): set one of them to 0")
+    if ev["gpu_preprocess"] and ev["workers"] > 0 and any(d != "cpu" for d in devices):
+        raise EvalError(f"{cfg['config_path']}: eval.workers={ev['workers']} and eval.gpu_preprocess: true exclude "
+                        "each other on a GPU (forked workers cannot use it): set eval.workers=0 or "
+                        "eval.gpu_preprocess=false")
+
+
+def shard_command(cfg: dict, model: str, adapters: list[str], batch_size, max_new_tokens: int,
+                  jobs: list[tuple[Path, Path]], device: str, shard: int, num_shards: int) -> list[str]:
+    """The child that answers shard ``shard`` on ``device`` (eval/run.py's hidden --shard flags)."""
+    cmd = [sys.executable, "-m", "eval.run", "--config", cfg["config_path"], "--model", model,
+           "--batch-size", str(batch_size), "--max-new-tokens", str(max_new_tokens),
+           "--devices", device, "--shard", str(shard), "--num-shards", str(num_shards)]
+    for ov in cfg.get("overrides", []):
+        cmd += ["--set", ov]
+    for a in adapters:
+        cmd += ["--adapters", a]
+    for d, o in jobs:
+        cmd += ["--data", str(d), "--out", str(o)]
+    return cmd
+
+
+def evaluate(cfg: dict, model: str, adapters: list[str], jobs: list[tuple[Path, Path]], devices: list[str],
+             batch_size=None, max_new_tokens: int | None = None, shard: int | None = None,
+             num_shards: int = 1, quiet: bool = False) -> list[dict]:
+    """Answer and score every (data, out) job (module docstring); [metrics] in job order ([] for a shard child).
+    ``batch_size`` / ``max_new_tokens``: None takes the experiment's eval.batch_size / eval.max_new_tokens."""
+    procenv.apply(cfg)  # the experiment's image budget (as in training) and remote-code switch
+    batch_size = batch_size or cfg["eval"]["batch_size"]
+    max_new_tokens = max_new_tokens or cfg["eval"]["max_new_tokens"]
+    jobs = [(Path(d), Path(o)) for d, o in jobs]
+    check(cfg, model, devices)
+    if shard is not None:  # a child started below
+        _worker(cfg, model, adapters, batch_size, max_new_tokens, jobs, shard, num_shards, devices[0])
+        return []
+    if len(devices) == 1:
+        if devices[0] != "cpu":
+            os.environ["CUDA_VISIBLE_DEVICES"] = devices[0]
+        _worker(cfg, model, adapters, batch_size, max_new_tokens, jobs, 0, 1, devices[0])
+    else:
+        procs = [subprocess.Popen(shard_command(cfg, model, adapters, batch_size, max_new_tokens, jobs, dev, i,
+                                                len(devices)), env=procenv.child_env(cfg, devices=dev))
+                 for i, dev in enumerate(devices)]
+        codes = [p.wait() for p in procs]
+        if any(codes):
+            raise EvalError(f"eval workers failed with exit codes {codes}; re-run to resume")
+    results = []
+    for data, out in jobs:
+        m = finalize(load_rows(data), out, cfg["eval"]["delta"], f"{model} on {data}")
+        if not quiet:
+            print(results_text(m, str(out)))
+        results.append(m)
+    return results

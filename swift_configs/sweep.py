@@ -1,0 +1,230 @@
+"""One runner for the stages that train many runs and evaluate each: the personalized K-fold
+(swift_configs/person.py) and the one-model user-token runs (swift_configs/tokens.py).
+
+Usage: ``sweep(cfg, jobs, a, tag="person", noun="folds", stages=[...])`` where each ``Job`` says which
+run to render and which hold-outs to evaluate on its checkpoint; the stage files keep only that.
+
+For every job, in a queue served by one worker per GPU (``--workers N`` CPU processes on a CPU box):
+render the swift YAML for the worker's device, `swift sft` (resuming from the last complete
+checkpoint; skipped when TRAINED), then one `python -m eval.run` child on the same device over every
+hold-out of the job not yet DONE (eval resumes from its predictions), then a DONE marker per hold-out
+(checkpoint, accuracy, median L2) and one in the run folder. Before anything runs: every job is
+rendered (config, data and base checkpoint checked), the memory preflight of one run, ``--dry-run``
+prints the commands, ``--fresh`` deletes the selected jobs' folders. After each job and at the end:
+user_U_summary.json for each user whose K folds are DONE and overall.json when all users are
+(data_prep/summary.py). Folder names: data_prep/rundir.py.
+"""
+from __future__ import annotations
+
+import os
+import queue
+import shutil
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+from data_prep.config import ROOT, ConfigError
+from data_prep.io import read_json, write_json
+from data_prep.procenv import child_env
+from data_prep.rundir import done, eval_dir, fold_dir, overall_file, run_dir, user_summary, write_marker
+from data_prep.summary import overall, summarize_folds
+
+from .generate import Run
+from .train import TrainError, execute, preflight, prepare, trained_checkpoint
+
+
+@dataclass
+class Target:
+    """One hold-out evaluated on a job's checkpoint: its data and the fold folder (eval/ and DONE go there)."""
+    user: int
+    data: Path
+    folder: Path
+
+
+@dataclass
+class Job:
+    key: tuple
+    label: str  # "user 2 fold 0", "special fold 1"
+    render: Callable[[str], Run]  # device -> the rendered run
+    targets: list[Target]
+    run: Run | None = field(default=None, repr=False)
+
+    @property
+    def run_dir(self) -> Path:
+        return self.run.run_dir
+
+    def is_done(self) -> bool:
+        return done(self.run_dir).exists()
+
+    def __str__(self) -> str:
+        return self.label
+
+
+def worker_slots(gl: list[str], workers: int | None) -> list[str]:
+    """Where queued runs go: one worker per listed GPU (or ``workers`` spread over them); 'cpu' x workers."""
+    if gl and workers:
+        return [gl[i % len(gl)] for i in range(workers)]
+    return gl or ["cpu"] * (workers or 1)
+
+
+def eval_command(cfg_path: str, overrides: list[str], model: str, adapters: list[str],
+                 pairs: list[tuple[Path, Path]], device: str) -> list[str]:
+    """``python -m eval.run`` over (data, out) pairs with one model load."""
+    cmd = [sys.executable, "-m", "eval.run", "--config", cfg_path, "--model", model, "--devices", device]
+    for data, out in pairs:
+        cmd += ["--data", str(data), "--out", str(out)]
+    for ov in overrides:
+        cmd += ["--set", ov]
+    for ad in adapters:
+        cmd += ["--adapters", ad]
+    return cmd
+
+
+def run_eval(cmd: list[str], env: dict, device: str, log: Path, what: str) -> None:
+    """Run an eval.run command on ``device`` (a child: it owns the device), output appended to ``log``;
+    a failure names the log's tail."""
+    with open(log, "a", encoding="utf-8") as f:
+        rc = subprocess.run(cmd, env=child_env(devices=device, **env), stdout=f, stderr=subprocess.STDOUT,
+                            cwd=ROOT).returncode
+    if rc != 0:
+        tail = log.read_text(encoding="utf-8", errors="replace").splitlines()[-15:]
+        raise TrainError(f"eval failed (exit {rc}) for {what}; see {log}:\n" + "\n".join(tail))
+
+
+def run_job(cfg: dict, job: Job, device: str, env: dict, eval_overrides: list[str], tag: str) -> dict[int, dict]:
+    """Train ``job`` on ``device`` (or resume it), evaluate its hold-outs, mark them; {user: metrics}."""
+    run = job.render(device)
+    if done(run.run_dir).exists():
+        return {t.user: read_json(eval_dir(t.folder) / "metrics.json") for t in job.targets}
+    todo = prepare(run)
+    if todo is not None:
+        how = ("resuming " + Path(todo.args["resume_from_checkpoint"]).name
+               if "resume_from_checkpoint" in todo.args else "fresh")
+        print(f"[{tag}] {job.label}: training on {device} ({how})", flush=True)
+        execute(todo, extra_env=env, echo=False)
+    ckpt = trained_checkpoint(run.run_dir)
+    lora = run.args.get("tuner_type") != "full"
+    model, adapters = (run.args["model"], [str(ckpt)]) if lora else (str(ckpt), [])
+    pending = [t for t in job.targets if not done(t.folder).exists()]
+    if pending:
+        what = ", ".join(t.data.name if len(job.targets) == 1 else f"user {t.user}" for t in pending)
+        print(f"[{tag}] {job.label}: evaluating {what} on {device}", flush=True)
+        cmd = eval_command(cfg["config_path"], eval_overrides, model, adapters,
+                           [(t.data, eval_dir(t.folder)) for t in pending], device)
+        run_eval(cmd, env, device, run.run_dir / "eval.log", job.label)
+    out = {}
+    for t in job.targets:
+        m = out[t.user] = read_json(eval_dir(t.folder) / "metrics.json")
+        if not done(t.folder).exists():
+            write_marker(done(t.folder), checkpoint=ckpt, accuracy=m["pigg"]["accuracy"],
+                         median_l2=m["pigg"]["median_l2"])
+    if not done(run.run_dir).exists():
+        write_marker(done(run.run_dir), checkpoint=ckpt)
+    return out
+
+
+def run_queue(todo: list, slots: list[str], on_gpu: bool, do, label: str, after=None) -> list:
+    """Serve ``todo`` from a queue, one worker thread per slot (a GPU id each; on the CPU, 'cpu' slots whose
+    processes get an equal share of the cores); ``do(job, device, env)`` returns the line to print,
+    ``after()`` runs under a lock after each success. Returns the failures [(job, message)]."""
+    jobs: queue.Queue = queue.Queue()
+    for j in todo:
+        jobs.put(j)
+    failures, lock = [], threading.Lock()
+    threads_per = None if on_gpu else max(1, (os.cpu_count() or 1) // len(slots))
+
+    def worker(device: str):
+        env = {"OMP_NUM_THREADS": str(threads_per)} if threads_per else {}
+        while True:
+            try:
+                job = jobs.get_nowait()
+            except queue.Empty:
+                return
+            try:
+                print(do(job, device, env), flush=True)
+                if after is not None:
+                    with lock:
+                        after()
+            except (TrainError, ConfigError, OSError) as e:
+                with lock:
+                    failures.append((job, str(e)))
+                print(f"[{label}] {job} FAILED: {e}", file=sys.stderr, flush=True)
+
+    threads = [threading.Thread(target=worker, args=(dev,), daemon=True) for dev in slots]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return failures
+
+
+def write_summaries(cfg: dict, stage: str, users: list[int]) -> dict | None:
+    """user_U_summary.json for every user whose K folds are DONE; overall.json when all are."""
+    base = run_dir(cfg, stage)
+    sums = []
+    for u in users:
+        folds = [fold_dir(base, u, f) for f in range(cfg["folds"]["k"])]
+        if all(done(f).exists() for f in folds):
+            s = summarize_folds([read_json(eval_dir(f) / "metrics.json") for f in folds], u)
+            write_json(user_summary(base, u), s)
+            sums.append(s)
+    if len(sums) == len(users) and sums:
+        o = overall(sums)
+        write_json(overall_file(base), o)
+        return o
+    return None
+
+
+def acc_line(ms: dict[int, dict]) -> str:
+    if len(ms) == 1:
+        m = next(iter(ms.values()))["pigg"]
+        return f"acc {m['accuracy']:.4f}  median L2 {m['median_l2']:.1f}"
+    return "acc " + "  ".join(f"user {u} {m['pigg']['accuracy']:.3f}" for u, m in ms.items())
+
+
+def sweep(cfg: dict, jobs: list[Job], a, gl: list[str], slots: list[str], tag: str, noun: str,
+          stages: list[str], summary_users: list[int]) -> int:
+    """Run ``jobs`` as the module docstring says; the exit code (0, 1 when some failed, 2 on a config error).
+    ``a``: the stage's parsed flags (dry_run, fresh, force, overrides)."""
+    try:  # fail fast: every run rendered (config, data, base checkpoint) before any training
+        for job in jobs:
+            job.run = job.render(slots[0])
+        pending = [j for j in jobs if not j.is_done()]
+        if pending and gl:  # one run per GPU: each slot's card must hold one
+            preflight(pending[0].run, cfg, sorted(set(slots)), force=a.force or a.dry_run, n_gpus=1)
+    except ConfigError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    if a.dry_run:
+        for j in jobs:
+            print(f"# {j.label}\n{j.run.shell()}")
+        return 0
+    if a.fresh:
+        for j in jobs:
+            for d in [j.run_dir, *(t.folder for t in j.targets)]:
+                shutil.rmtree(d, ignore_errors=True)
+    todo = [j for j in jobs if not j.is_done()]
+    print(f"[{tag}] {len(jobs) - len(todo)} {noun} already done, {len(todo)} to run on {slots}", flush=True)
+    t0 = time.time()
+
+    def do(job, device, env):
+        return f"[{tag}] {job.label}: {acc_line(run_job(cfg, job, device, env, a.overrides, tag))}  ({time.time() - t0:.0f}s)"
+
+    def summarise():
+        return {s: write_summaries(cfg, s, summary_users) for s in stages}
+
+    failures = run_queue(todo, slots, bool(gl), do, tag, after=summarise)
+    for s, o in summarise().items():
+        if o:
+            print(f"[{tag}] {s}: overall over {o['n_users']} users: acc {o['avg_accuracy']:.4f}  mean L2 "
+                  f"{o['avg_mean_l2']:.1f}  median L2 {o['avg_median_l2']:.1f}  -> {overall_file(run_dir(cfg, s))}",
+                  flush=True)
+    if failures:
+        print(f"[{tag}] {len(failures)} {noun} failed: {[str(j) for j, _ in failures]}; re-run to resume",
+              file=sys.stderr)
+        return 1
+    return 0
