@@ -23,6 +23,7 @@ Imports no torch (swift only inside set_trust_remote_code).
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 
 from .lora_inputs import ENV as LORA_INPUTS_ENV
@@ -59,6 +60,23 @@ def child_env(cfg: dict | None = None, devices: str | None = None, **extra) -> d
         env["CUDA_VISIBLE_DEVICES"] = "" if devices == "cpu" else str(devices)
     env.update({k: str(v) for k, v in extra.items()})
     return env
+
+
+def eval_child(cfg: dict, model: str, adapters: list[str], pairs: list, device: str, **flags) -> tuple[list[str], dict]:
+    """(command, environment) of a ``python -m eval.run`` child on ``device`` over (data, out) pairs: the one way a
+    device-isolated eval process is started (the sweeps' hold-outs, eval's own shards). ``flags``: extra CLI flags
+    (batch_size=..., shard=...; None left out). The child loads the experiment as this process did."""
+    cmd = [sys.executable, "-m", "eval.run", "--config", cfg["config_path"], "--model", str(model), "--devices", device]
+    for ov in cfg.get("overrides", []):
+        cmd += ["--set", ov]
+    for a in adapters:
+        cmd += ["--adapters", str(a)]
+    for data, out in pairs:
+        cmd += ["--data", str(data), "--out", str(out)]
+    for k, v in flags.items():
+        if v is not None:
+            cmd += [f"--{k.replace('_', '-')}", str(v)]
+    return cmd, child_env(cfg, devices=device)
 
 
 def apply(cfg: dict) -> None:

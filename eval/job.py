@@ -11,10 +11,10 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import sys
 from pathlib import Path
 
 from data_prep import procenv
+from data_prep.attention import flash_problems
 from data_prep.family import check_model_folder, family
 from data_prep.io import atomic_open, read_jsonl, write_json
 from data_prep.memory import gib
@@ -168,25 +168,13 @@ def check(cfg: dict, model: str, devices: list[str]) -> None:
     if ev["workers"] > 0 and ev["prefetch"] > 0:
         raise EvalError(f"{cfg['config_path']}: eval.workers={ev['workers']} and eval.prefetch={ev['prefetch']} both "
                         "encode the next batches (processes / threads): set one of them to 0")
+    flash = flash_problems(ev["overrides"], f"{cfg['config_path']}: eval.overrides")
+    if flash:
+        raise EvalError("; ".join(flash))
     if ev["gpu_preprocess"] and ev["workers"] > 0 and any(d != "cpu" for d in devices):
         raise EvalError(f"{cfg['config_path']}: eval.workers={ev['workers']} and eval.gpu_preprocess: true exclude "
                         "each other on a GPU (forked workers cannot use it): set eval.workers=0 or "
                         "eval.gpu_preprocess=false")
-
-
-def shard_command(cfg: dict, model: str, adapters: list[str], batch_size, max_new_tokens: int,
-                  jobs: list[tuple[Path, Path]], device: str, shard: int, num_shards: int) -> list[str]:
-    """The child that answers shard ``shard`` on ``device`` (eval/run.py's hidden --shard flags)."""
-    cmd = [sys.executable, "-m", "eval.run", "--config", cfg["config_path"], "--model", model,
-           "--batch-size", str(batch_size), "--max-new-tokens", str(max_new_tokens),
-           "--devices", device, "--shard", str(shard), "--num-shards", str(num_shards)]
-    for ov in cfg.get("overrides", []):
-        cmd += ["--set", ov]
-    for a in adapters:
-        cmd += ["--adapters", a]
-    for d, o in jobs:
-        cmd += ["--data", str(d), "--out", str(o)]
-    return cmd
 
 
 def evaluate(cfg: dict, model: str, adapters: list[str], jobs: list[tuple[Path, Path]], devices: list[str],
@@ -207,9 +195,10 @@ def evaluate(cfg: dict, model: str, adapters: list[str], jobs: list[tuple[Path, 
             os.environ["CUDA_VISIBLE_DEVICES"] = devices[0]
         _worker(cfg, model, adapters, batch_size, max_new_tokens, jobs, 0, 1, devices[0])
     else:
-        procs = [subprocess.Popen(shard_command(cfg, model, adapters, batch_size, max_new_tokens, jobs, dev, i,
-                                                len(devices)), env=procenv.child_env(cfg, devices=dev))
-                 for i, dev in enumerate(devices)]
+        children = [procenv.eval_child(cfg, model, adapters, jobs, dev, batch_size=batch_size,
+                                       max_new_tokens=max_new_tokens, shard=i, num_shards=len(devices))
+                    for i, dev in enumerate(devices)]
+        procs = [subprocess.Popen(cmd, env=env) for cmd, env in children]
         codes = [p.wait() for p in procs]
         if any(codes):
             raise EvalError(f"eval workers failed with exit codes {codes}; re-run to resume")

@@ -25,6 +25,7 @@ import yaml
 
 from data_prep.config import ConfigError, add_config_args, load_experiment, parse_override
 from data_prep.export import swift_paths, token_paths
+from data_prep.attention import flash_problems
 from data_prep.family import check_model_folder, family
 from data_prep.procenv import experiment_env, swift_args as plugin_args
 from data_prep import rundir
@@ -88,6 +89,7 @@ def missing_packages(run: "Run") -> list[str]:
                    "pip install -e '.[gpu]', or use the LoRA template")
     if run.args.get("deepspeed") and importlib.util.find_spec("deepspeed") is None:
         out.append(f"deepspeed: {run.args['deepspeed']} needs the deepspeed package: pip install -e '.[gpu]'")
+    out += flash_problems(run.args, f"templates/{run.template}.yaml or an override")
     return out
 
 

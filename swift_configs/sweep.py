@@ -29,7 +29,7 @@ from typing import Callable
 
 from data_prep.config import ROOT, ConfigError
 from data_prep.io import read_json, write_json
-from data_prep.procenv import child_env
+from data_prep.procenv import eval_child
 from data_prep.rundir import done, eval_dir, fold_dir, overall_file, run_dir, user_summary, write_marker
 from data_prep.summary import overall, summarize_folds
 
@@ -71,31 +71,19 @@ def worker_slots(gl: list[str], workers: int | None) -> list[str]:
     return gl or ["cpu"] * (workers or 1)
 
 
-def eval_command(cfg_path: str, overrides: list[str], model: str, adapters: list[str],
-                 pairs: list[tuple[Path, Path]], device: str) -> list[str]:
-    """``python -m eval.run`` over (data, out) pairs with one model load."""
-    cmd = [sys.executable, "-m", "eval.run", "--config", cfg_path, "--model", model, "--devices", device]
-    for data, out in pairs:
-        cmd += ["--data", str(data), "--out", str(out)]
-    for ov in overrides:
-        cmd += ["--set", ov]
-    for ad in adapters:
-        cmd += ["--adapters", ad]
-    return cmd
-
-
-def run_eval(cmd: list[str], env: dict, device: str, log: Path, what: str) -> None:
-    """Run an eval.run command on ``device`` (a child: it owns the device), output appended to ``log``;
-    a failure names the log's tail."""
+def run_eval(cfg: dict, model: str, adapters: list[str], pairs: list, device: str, env: dict, log: Path,
+             what: str) -> None:
+    """Evaluate (data, out) pairs in an eval.run child on ``device`` (data_prep/procenv.eval_child: it owns the
+    device and its environment), output appended to ``log``; a failure names the log's tail."""
+    cmd, child = eval_child(cfg, model, adapters, pairs, device)
     with open(log, "a", encoding="utf-8") as f:
-        rc = subprocess.run(cmd, env=child_env(devices=device, **env), stdout=f, stderr=subprocess.STDOUT,
-                            cwd=ROOT).returncode
+        rc = subprocess.run(cmd, env={**child, **env}, stdout=f, stderr=subprocess.STDOUT, cwd=ROOT).returncode
     if rc != 0:
         tail = log.read_text(encoding="utf-8", errors="replace").splitlines()[-15:]
         raise TrainError(f"eval failed (exit {rc}) for {what}; see {log}:\n" + "\n".join(tail))
 
 
-def run_job(cfg: dict, job: Job, device: str, env: dict, eval_overrides: list[str], tag: str) -> dict[int, dict]:
+def run_job(cfg: dict, job: Job, device: str, env: dict, tag: str) -> dict[int, dict]:
     """Train ``job`` on ``device`` (or resume it), evaluate its hold-outs, mark them; {user: metrics}."""
     run = job.render(device)
     if done(run.run_dir).exists():
@@ -113,9 +101,8 @@ def run_job(cfg: dict, job: Job, device: str, env: dict, eval_overrides: list[st
     if pending:
         what = ", ".join(t.data.name if len(job.targets) == 1 else f"user {t.user}" for t in pending)
         print(f"[{tag}] {job.label}: evaluating {what} on {device}", flush=True)
-        cmd = eval_command(cfg["config_path"], eval_overrides, model, adapters,
-                           [(t.data, eval_dir(t.folder)) for t in pending], device)
-        run_eval(cmd, env, device, run.run_dir / "eval.log", job.label)
+        run_eval(cfg, model, adapters, [(t.data, eval_dir(t.folder)) for t in pending], device, env,
+                 run.run_dir / "eval.log", job.label)
     out = {}
     for t in job.targets:
         m = out[t.user] = read_json(eval_dir(t.folder) / "metrics.json")
@@ -212,7 +199,7 @@ def sweep(cfg: dict, jobs: list[Job], a, gl: list[str], slots: list[str], tag: s
     t0 = time.time()
 
     def do(job, device, env):
-        return f"[{tag}] {job.label}: {acc_line(run_job(cfg, job, device, env, a.overrides, tag))}  ({time.time() - t0:.0f}s)"
+        return f"[{tag}] {job.label}: {acc_line(run_job(cfg, job, device, env, tag))}  ({time.time() - t0:.0f}s)"
 
     def summarise():
         return {s: write_summaries(cfg, s, summary_users) for s in stages}

@@ -3,6 +3,7 @@ validate, import-pigg, config errors, and no heavy imports."""
 from __future__ import annotations
 
 import json
+import os
 import pickle
 import shutil
 
@@ -350,3 +351,18 @@ def test_run_and_data_folder_names_have_one_owner():
             bad += [f"{rel}:{line} {text!r}" for line, text in layout_strings(f.read_text(encoding="utf-8"))
                     if (rel, text) not in LAYOUT_ALLOWED]
     assert not bad, "build these through data_prep/rundir.py:\n" + "\n".join(bad)
+
+
+def test_an_eval_child_loads_the_experiment_as_its_parent(tmp_path):
+    """data_prep/procenv.eval_child: the one way a device-isolated eval process starts (sweeps, eval's shards): the
+    parent's config file and overrides, the adapters, (data, out) pairs, the flags given; its device, offline flags,
+    project on PYTHONPATH and the experiment's image budget in the environment."""
+    from data_prep.procenv import ROOT as PROJECT, eval_child
+
+    cfg = load_experiment(write_experiment(tmp_path), ["image_max_token_num=77", "eval.delta=100"])
+    cmd, env = eval_child(cfg, "/m", ["/a1"], [(tmp_path / "d.jsonl", tmp_path / "o")], "1", shard=0, batch_size=None)
+    assert cmd[1:] == ["-m", "eval.run", "--config", cfg["config_path"], "--model", "/m", "--devices", "1",
+                       "--set", "image_max_token_num=77", "--set", "eval.delta=100", "--adapters", "/a1",
+                       "--data", str(tmp_path / "d.jsonl"), "--out", str(tmp_path / "o"), "--shard", "0"]
+    assert env["CUDA_VISIBLE_DEVICES"] == "1" and env["IMAGE_MAX_TOKEN_NUM"] == "77" and env["HF_HUB_OFFLINE"] == "1"
+    assert env["PYTHONPATH"].split(os.pathsep)[0] == str(PROJECT)

@@ -111,6 +111,30 @@ def test_liger_kernels_on_gpu_only_and_a_missing_package_is_named(fake_global, m
     assert not (gpu.run_dir / "train.log").exists()
 
 
+def test_flash_attention_asked_for_and_missing_is_said_before_anything_loads(fake_global, tmp_path, capsys):
+    """attn_impl flash_attn / flash_attention_4 and padding_free, where no flash-attn package is installed (this
+    box: none is): the training run names the module and the key; eval refuses its override; sdpa needs nothing."""
+    from data_prep.attention import flash_problems
+    from swift_configs.generate import missing_packages
+
+    assert missing_packages(render(fake_global, "person", user=1, fold=0, gpus="cpu")) == []  # sdpa, as shipped
+    run = render(fake_global, "person", user=1, fold=0, gpus="cpu", overrides=["attn_impl=flash_attn"])
+    (msg,) = missing_packages(run)
+    assert "attn_impl: flash_attn (templates/person_lora.yaml or an override) needs the flash_attn module" in msg
+    run = render(fake_global, "person", user=1, fold=0, gpus="cpu", overrides=["padding_free=true"])
+    (msg,) = missing_packages(run)
+    assert msg.startswith("padding_free: true") and "needs attn_impl one of" in msg
+    assert "flash_attn.cute, cutlass.cute" in flash_problems({"attn_impl": "flash_attention_4"}, "x")[0]
+    from conftest import write_experiment
+    from eval.run import main
+
+    cfg = write_experiment(tmp_path, eval__overrides={"attn_impl": "flash_attn"})
+    assert main(["--config", str(cfg), "--model", str(tmp_path / "m"), "--data", str(tmp_path / "x.jsonl"),
+                 "--out", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err
+    assert "t.yaml: eval.overrides) needs the flash_attn module" in err
+
+
 def test_validation_reports_every_problem_with_file_and_key(fake_global):
     with pytest.raises(ConfigError) as e:
         render(fake_global, "global", overrides=["lora_rnk=8", "learning_rate=fast", "save_steps=null",
