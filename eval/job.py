@@ -95,7 +95,7 @@ def finalize(rows: list[tuple[str, dict]], out: Path, delta: float, title: str) 
     done = read_predictions(out)
     missing = [sid for sid, _ in rows if sid not in done]
     if missing:
-        raise RuntimeError(f"{out}: {len(missing)} samples have no prediction (first: {missing[0]})")
+        raise EvalError(f"{out}: {len(missing)} samples have no prediction (first: {missing[0]})")
     records = [done[sid] for sid, _ in rows]
     m = score(records, delta)
     write_json(out / "out.json", records)
