@@ -6,7 +6,7 @@ Usage: python bench/memory_fit.py --shape 8b --device cuda [--n-eval 192] [--ste
 
 Everything that touches the GPU runs in a child process (this one never initialises CUDA, so it holds no
 GPU memory while a child trains). On one card, it measures:
-1. eval (one child, the model loaded once): eval.run's own batching (eval/run.py ``generate``) at
+1. eval (one child, the model loaded once): eval's own batching (eval/generation.py ``generate``) at
    ``batch_size: auto`` and at fixed batches, answers of ``--short-tokens`` (the random model never stops:
    every row runs to the limit, ~PIGG's 30-token answers); samples/s and peak memory each; then PIGG's
    max_new_tokens 512 with eval.reserve_new_tokens 64 (every row goes past the reserve and is answered

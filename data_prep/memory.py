@@ -10,7 +10,7 @@ per token, for the prompt plus the answer tokens the cache reserves) and, at the
 activations (the vision tower's and the language model's transient tensors, proportional to the
 prompt). The batch is the most rows whose sum leaves ``HEADROOM`` of the card free, capped at
 ``MAX_AUTO`` (larger batches were slower: bench/RESULTS.md, H200 batch 256 < 128). Numbers here are
-estimates; eval/run.py still halves a batch that meets a CUDA out-of-memory error and redoes it.
+estimates; eval/generation.py still halves a batch that meets a CUDA out-of-memory error and redoes it.
 Imports no torch.
 """
 from __future__ import annotations

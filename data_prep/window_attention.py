@@ -1,6 +1,6 @@
 """Qwen2.5-VL's vision tower with its window attention in a few batched calls per layer instead of one per window.
 
-Usage: ``install()`` before the model runs (eval: eval/run.py build_engine; training: the swift plugin
+Usage: ``install()`` before the model runs (eval: eval/engine.py build_engine; training: the swift plugin
 data_prep/plugins/window_attention.py in every generated YAML); ``uninstall()`` restores transformers' own.
 Experiment key ``model.batched_window_attention`` (default true); nothing changes for Qwen3-VL.
 

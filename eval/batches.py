@@ -3,7 +3,7 @@
 swift's ``TransformersEngine.infer`` encodes a batch (a thread pool), collates it, and only then
 generates, so the CPU work of every batch sits between two GPU batches. For a phone screenshot at the
 980-token budget most of that work is the image processor's float32 rescale/normalise and patch cut
-(24 MB per image), so ``eval.gpu_preprocess`` (eval/run.py ``set_image_device``) runs it on the GPU:
+(24 MB per image), so ``eval.gpu_preprocess`` (eval/engine.py ``set_image_device``) runs it on the GPU:
 the same ops on the same resized uint8 image, bit-identical patches (max |diff| 0.0 on an H200),
 and an input wait per batch of 128 down from ~2.0 s to ~0.95 s (bench/RESULTS.md, run 10).
 ``encoded_batches`` can also encode the next batches in ``eval.workers`` forked DataLoader processes

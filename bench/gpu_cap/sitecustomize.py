@@ -1,6 +1,6 @@
 """Bench only: cap every Python process's CUDA memory at PIGG_GPU_MEMORY_GB (GiB), to measure a smaller card
 on a larger one. Put this folder first on PYTHONPATH; `swift sft` and its children inherit it.
-(eval/run.py applies the same cap itself; training has no such setting, hence this file.)"""
+(eval/engine.py applies the same cap itself; training has no such setting, hence this file.)"""
 import os
 
 if os.environ.get("PIGG_GPU_MEMORY_GB"):
