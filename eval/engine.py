@@ -74,7 +74,7 @@ def build_engine(model: str, adapters: list[str], batch_size: int, device: str, 
     quant = quantization_of(adapters)
     if quant is not None and on_cpu:
         raise EvalError(f"{adapters[0]}: a QLoRA adapter (4-bit bitsandbytes base, quant_method bnb): evaluate it "
-                         "on a GPU, where its base loads 4-bit as in training")
+                        "on a GPU, where its base loads 4-bit as in training")
     kwargs = dict(adapters=adapters or None, max_batch_size=batch_size, quantization_config=quant,
                   torch_dtype=torch.float32 if on_cpu else torch.bfloat16,
                   device_map="cpu" if on_cpu else "cuda:0", **(overrides or {}))
@@ -104,7 +104,7 @@ def apply_liger(model) -> None:
         from liger_kernel.transformers import _apply_liger_kernel_to_instance
     except ImportError:
         raise EvalError("eval.liger_kernel: true needs the liger-kernel package (pip install -e '.[gpu]'); "
-                         "or set it false in the experiment")
+                        "or set it false in the experiment")
     _apply_liger_kernel_to_instance(model=model.get_base_model() if hasattr(model, "get_base_model") else model)
 
 
@@ -164,7 +164,7 @@ def plan_batch(engine, rows: list[tuple[str, dict]], meta: dict, batch_size, max
     long = batch_plan(tc, prompt, max_new_tokens, free, card, nbytes)
     if not first["fits_one_row"]:
         raise EvalError(f"eval: one row needs {gib(first['per_row_bytes'])} beside the model, and only "
-                         f"{gib(first['usable_bytes'])} of this card is free after keeping 10% spare: use a larger "
-                         "GPU, or lower image_max_token_num / eval.reserve_new_tokens")
+                        f"{gib(first['usable_bytes'])} of this card is free after keeping 10% spare: use a larger "
+                        "GPU, or lower image_max_token_num / eval.reserve_new_tokens")
     return {"batch_size": first["batch_size"], "long_batch_size": long["batch_size"], "auto": True,
             "first": first, "long": long}

@@ -128,8 +128,8 @@ def _worker(cfg: dict, model: str, adapters: list[str], batch_size, max_new_toke
         orphans = [sid for m, _ in todo for sid, _ in m if sid not in meta]
         if orphans:
             raise EvalError(f"{len(orphans)} eval rows have no sample record under {cfg['paths']['data']}/samples "
-                             f"(first: {orphans[0]}); model.family {fam.name} / eval.profile {reader.profile.name} "
-                             "need its screen size and instruction: re-run `python -m data_prep build` and export")
+                            f"(first: {orphans[0]}); model.family {fam.name} / eval.profile {reader.profile.name} "
+                            "need its screen size and instruction: re-run `python -m data_prep build` and export")
     engine = build_engine(model, adapters, CPU_AUTO_BATCH if batch_size == "auto" else batch_size,
                           device, ev["overrides"], gqa_decode=ev["gqa_decode"], liger_kernel=ev["liger_kernel"],
                           gpu_preprocess=ev["gpu_preprocess"], model_type=fam.model_type,

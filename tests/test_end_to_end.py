@@ -290,11 +290,12 @@ def test_eval_kill_and_resume_scores_each_sample_once(e2e, tmp_path):
 
 
 def test_person_kfold_kill_and_resume(e2e):
-    """Kill 4_finetune_person.sh while fold 1 trains (fold 0 DONE); the re-run finishes the rest."""
+    """Kill 4_finetune_person.sh while fold 1 trains (fold 0 DONE); the re-run finishes it, fold 0 untouched. Two of
+    the K=3 folds (the user's summary waits for all three: not written; summaries themselves: test_demo.py)."""
     cfg = e2e["cfg"]
     run_cli("-m", "swift_configs.train", "--config", e2e["path"], *e2e["ov"], "--full")  # the base (no-op if done)
     base = run_dir(cfg, "person_lora", "user_2")
-    launcher = ["bash", "scripts/4_finetune_person.sh", "cpu", "--lora", "--users", "2",
+    launcher = ["bash", "scripts/4_finetune_person.sh", "cpu", "--lora", "--users", "2", "--fold", "0", "1",
                 "--config", e2e["path"], *e2e["ov"]]
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     proc = subprocess.Popen(launcher, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
@@ -312,14 +313,12 @@ def test_person_kfold_kill_and_resume(e2e):
     assert (base / "fold_0" / "train.log").read_text() == fold0_log  # fold 0 not retrained
     man = json.loads((base / "fold_1" / "manifest.json").read_text())
     assert man["resumed_from"] and "checkpoint-" in man["resumed_from"]
-    for f in range(3):
+    for f in range(2):
         ids = [json.loads(x)["id"] for x in (base / f"fold_{f}" / "eval" / "predictions.jsonl").read_text().splitlines()]
         want = (Path(cfg["paths"]["data"]) / "swift" / "user_2" / f"fold_{f}" / "test.ids").read_text().splitlines()
         assert sorted(ids) == sorted(want) and len(ids) == len(set(ids))
         assert (base / f"fold_{f}" / "eval" / "out.json").exists() and (base / f"fold_{f}" / "eval" / "results.txt").exists()
-    s = json.loads((run_dir(cfg, "person_lora") / "user_2_summary.json").read_text())
-    assert s["n_folds"] == 3 and s["user_id"] == 2
-    assert {"avg_accuracy", "avg_mean_l2", "avg_median_l2", "std_accuracy", "std_mean_l2", "std_median_l2"} <= set(s)
+    assert not (base / "fold_2").exists() and not (run_dir(cfg, "person_lora") / "user_2_summary.json").exists()
     # the adapter of a fold loads in swift's inference engine on top of the global checkpoint
     done = yaml.safe_load((base / "fold_0" / "DONE").read_text())
     assert (Path(done["checkpoint"]) / "adapter_config.json").exists()
