@@ -3,7 +3,7 @@
 # through the same launchers a GPU user runs; only the experiment config differs
 # (--config swift_configs/experiments/demo_qwen25.yaml: the same on a tiny Qwen2.5-VL, pixel answers).
 # Re-running resumes finished stages; --fresh starts over; --user-tokens adds the one-model method
-# (user tags: special tokens and text, and the pooled control; ~4 more minutes on 2 cores).
+# (user tags: special tokens and text, and the pooled control; 30 epochs each: ~35 more minutes on 2 cores).
 # Usage: bash scripts/demo.sh [--fresh] [--user-tokens] [--config swift_configs/experiments/demo.yaml]
 set -euo pipefail
 cd "$(dirname "$0")/.."
