@@ -106,6 +106,26 @@ def run_polled(cmd, env, cwd, log_file: Path) -> tuple[int, str, list[tuple[int,
     return p.returncode, out.read(), marks
 
 
+def short_run(steps: int, device: str) -> list[str]:
+    """The swift keys of a bench's timed training run: ``steps`` optimizer steps, one logged line each (the step
+    marks run_polled reads), nothing saved; on the CPU no loader workers."""
+    return [f"max_steps={steps}", "logging_steps=1", "save_strategy='no'"] + \
+        ([] if device == "cuda" else ["dataloader_num_workers=0"])
+
+
+def run_fresh(run, env: dict, device: str) -> tuple[int, str, list[tuple[int, float]]]:
+    """A rendered `swift sft` run started in an emptied folder (its own logging.jsonl), on this process's GPU when
+    ``device`` is cuda, timed step by step (run_polled)."""
+    import os
+
+    shutil.rmtree(run.run_dir, ignore_errors=True)
+    run.run_dir.mkdir(parents=True, exist_ok=True)
+    run.write()
+    if device == "cuda":
+        env = {**env, "CUDA_VISIBLE_DEVICES": os.environ.get("CUDA_VISIBLE_DEVICES", "0")}
+    return run_polled(run.command(), env, run.run_dir, run.run_dir / "logging.jsonl")
+
+
 def steady_rate(marks, warm: int = 5) -> float | None:
     """Steps per second between step `warm` and the last step (first steps: allocator and kernel warm-up)."""
     if len(marks) < 2:

@@ -37,7 +37,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "scripts"))
 sys.path.insert(0, str(ROOT / "bench"))
 from data_prep.io import write_json  # noqa: E402
-from _common import child_env, first_gpu, median_step_s, prepare_experiment, read_train_log, run_polled, steady_rate, scratch  # noqa: E402
+from _common import child_env, first_gpu, median_step_s, prepare_experiment, read_train_log, run_fresh, short_run, steady_rate, scratch  # noqa: E402
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("MODELSCOPE_OFFLINE", "1")
 
@@ -442,24 +442,15 @@ def train_tokens_per_sample(cfg, model_dir, n: int = 16) -> float:
 
 
 def bench_train(cfg, model_dir, device, steps, res, out_json, variants):
-    import shutil
-
     from swift_configs.generate import render
 
     cfg = {**cfg, "train": {**cfg["train"], "person_base": str(model_dir)}}
     tokens = res.setdefault("train_tokens_per_sample", train_tokens_per_sample(cfg, model_dir))
     for name, ov in variants:
         run = render(cfg, "person", user=1, fold=0, gpus="0" if device == "cuda" else "cpu",
-                     overrides=[f"max_steps={steps}", "logging_steps=1", "save_strategy='no'"]
-                     + ([] if device == "cuda" else ["dataloader_num_workers=0"]) + ov)
-        shutil.rmtree(run.run_dir, ignore_errors=True)  # each variant its own logging.jsonl
-        run.run_dir.mkdir(parents=True, exist_ok=True)
-        run.write()
-        env = child_env(**{k: str(v) for k, v in run.env.items()}, **run.proc_env)
-        if device == "cuda":
-            env["CUDA_VISIBLE_DEVICES"] = os.environ.get("CUDA_VISIBLE_DEVICES", "0")
-        t = time.time()
-        rc, output, marks = run_polled(run.command(), env, run.run_dir, run.run_dir / "logging.jsonl")
+                     overrides=short_run(steps, device) + ov)
+        t = time.time()  # each variant its own folder and logging.jsonl
+        rc, output, marks = run_fresh(run, child_env(**{k: str(v) for k, v in run.env.items()}, **run.proc_env), device)
         wall = time.time() - t
         final, peak = read_train_log(run.run_dir / "logging.jsonl")
         if rc != 0 or final is None:

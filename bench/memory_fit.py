@@ -29,7 +29,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # bench/_common.py
-from _common import ROOT, child_env, first_gpu, median_step_s, prepare_experiment, read_train_log, run_polled, steady_rate, scratch  # noqa: E402
+from _common import ROOT, child_env, first_gpu, median_step_s, prepare_experiment, read_train_log, run_fresh, short_run, steady_rate, scratch  # noqa: E402
 from data_prep.io import read_json, write_json  # noqa: E402
 from data_prep.rundir import tokens_stage  # noqa: E402
 
@@ -165,16 +165,13 @@ def train_fold(cfg: dict, cfg_path: Path, model: Path, device: str, steps: int, 
                cap_gb: float | None, kind: str | None = None) -> dict:
     """One person fold's `swift sft` (the person stage's generated YAML; ``kind``: the user-token stage's, fold 0,
     that tag kind), --steps steps, timed from outside."""
-    import shutil
-
     from swift_configs import preflight as pf
     from swift_configs.generate import missing_packages, render
 
     cfg = {**cfg, "train": {**cfg["train"], "person_base": str(model), "person_template": template}}
     gpus = "0" if device == "cuda" else "cpu"
     run = render(cfg, "tokens" if kind else "person", user=None if kind else 1, fold=0, gpus=gpus, kind=kind,
-                 overrides=[f"max_steps={steps}", "logging_steps=1", "save_strategy='no'"]
-                 + ([] if device == "cuda" else ["dataloader_num_workers=0"]) + extra)
+                 overrides=short_run(steps, device) + extra)
     res = {"template": template, "overrides": extra, "cap_gib": cap_gb, "steps": steps, "stage": run.stage,
            "kind": kind}
     missing = missing_packages(run)
@@ -183,18 +180,12 @@ def train_fold(cfg: dict, cfg_path: Path, model: Path, device: str, steps: int, 
     est = pf.estimate(run.args, 1, cfg["image_max_token_num"])
     res["preflight_gib"] = est["per_gpu_bytes"] / GIB
     res["preflight_parts_gib"] = {k: v / GIB for k, v in est["parts"].items()}
-    shutil.rmtree(run.run_dir, ignore_errors=True)
-    run.run_dir.mkdir(parents=True, exist_ok=True)
-    run.write()
-    extra_env = {k: str(v) for k, v in run.env.items()}
-    env = child_env(**extra_env, **run.proc_env)
+    env = child_env(**{k: str(v) for k, v in run.env.items()}, **run.proc_env)
     if cap_gb:
         env["PIGG_GPU_MEMORY_GB"] = str(cap_gb)
         env["PYTHONPATH"] = os.pathsep.join([str(CAP_DIR), env["PYTHONPATH"]])
-    if device == "cuda":
-        env["CUDA_VISIBLE_DEVICES"] = os.environ.get("CUDA_VISIBLE_DEVICES", "0")
     t = time.time()
-    rc, output, marks = run_polled(run.command(), env, run.run_dir, run.run_dir / "logging.jsonl")
+    rc, output, marks = run_fresh(run, env, device)
     final, peak = read_train_log(run.run_dir / "logging.jsonl")
     res.update(rc=rc, wall_s=time.time() - t)
     if rc or final is None:

@@ -20,7 +20,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # bench/_common.py
 from data_prep.io import write_json  # noqa: E402
-from data_prep.rundir import done, fold_dir  # noqa: E402
+from data_prep.rundir import done, eval_dir, fold_dir  # noqa: E402
 from _common import ROOT, child_env, prepare_experiment, scratch  # noqa: E402
 
 
@@ -64,9 +64,9 @@ def main(argv=None):
         for u in (1, 2):
             for f in (0, 1):
                 a_dir, b_dir = (fold_dir(runs / name / "person_lora", u, f) for name in ("sequential", "parallel"))
-                names = lambda d: sorted(p.name for p in (d / "eval").iterdir()) if (d / "eval").is_dir() else []
-                keys = lambda d: sorted(json.loads((d / "eval" / "metrics.json").read_text())) \
-                    if (d / "eval" / "metrics.json").exists() else None
+                names = lambda d: sorted(p.name for p in eval_dir(d).iterdir()) if eval_dir(d).is_dir() else []
+                keys = lambda d: sorted(json.loads((eval_dir(d) / "metrics.json").read_text())) \
+                    if (eval_dir(d) / "metrics.json").exists() else None
                 ok = done(a_dir).exists() and done(b_dir).exists() and names(a_dir) == names(b_dir) \
                     and keys(a_dir) == keys(b_dir) and keys(a_dir) is not None
                 same &= ok

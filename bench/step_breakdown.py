@@ -18,14 +18,13 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shutil
 import statistics
 import sys
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import ROOT, child_env, first_gpu, median_step_s, read_train_log, run_polled, scratch  # noqa: E402
+from _common import ROOT, child_env, first_gpu, median_step_s, read_train_log, run_fresh, scratch, short_run  # noqa: E402
 from data_prep.io import write_json  # noqa: E402
 
 TIMER = Path(__file__).resolve().parent / "plugins" / "step_timer.py"
@@ -75,19 +74,14 @@ def run_variant(cfg: dict, model: Path, device: str, steps: int, name: str, extr
 
     cfg = {**cfg, "train": {**cfg["train"], "person_base": str(model)}}
     run = render(cfg, "person", user=1, fold=0, gpus="0" if device == "cuda" else "cpu",
-                 overrides=[f"max_steps={steps}", "logging_steps=1", "save_strategy='no'",
-                            "callbacks=['pigg_step_timer']", f"external_plugins=['{TIMER}', '{LORA_INPUTS}']"]
-                 + ([] if device == "cuda" else ["dataloader_num_workers=0", "use_liger_kernel=false"]) + extra)
-    shutil.rmtree(run.run_dir, ignore_errors=True)
-    run.run_dir.mkdir(parents=True, exist_ok=True)
-    run.write()
+                 overrides=short_run(steps, device)
+                 + ["callbacks=['pigg_step_timer']", f"external_plugins=['{TIMER}', '{LORA_INPUTS}']"]
+                 + ([] if device == "cuda" else ["use_liger_kernel=false"]) + extra)
     out = tmp / f"timer_{name}.json"
     env = child_env(**{**{k: str(v) for k, v in run.env.items()}, **run.proc_env, "PIGG_STEP_TIMER_OUT": str(out),
                        **extra_env})
-    if device == "cuda":
-        env["CUDA_VISIBLE_DEVICES"] = os.environ.get("CUDA_VISIBLE_DEVICES", "0")
     t = time.time()
-    rc, output, marks = run_polled(run.command(), env, run.run_dir, run.run_dir / "logging.jsonl")
+    rc, output, marks = run_fresh(run, env, device)
     res = {"overrides": extra, "rc": rc, "wall_s": time.time() - t}
     if rc or not out.exists():
         return {**res, "error": output[-2500:]}

@@ -20,7 +20,7 @@ from tqdm import tqdm
 
 from .actions import ActionError, parse_action
 from .io import read_json, write_json, write_jsonl
-from .rundir import sample_file, sample_files
+from .rundir import sample_dir, sample_file, sample_files
 from .schema import Sample, to_grid
 
 EPISODE_RE = re.compile(r"^\d{8}_\d{6}$")
@@ -188,8 +188,7 @@ def build(raw: str | Path, out: str | Path, actions=("click",), workers: int | N
     else:
         n_eps = _collect(tqdm(map(read_episode, jobs), **bar), per_user, act_count, skipped, examples)
     n = 0
-    sample_dir = out / "samples"
-    sample_dir.mkdir(parents=True, exist_ok=True)
+    sample_dir(out).mkdir(parents=True, exist_ok=True)
     for old in sample_files(out).values():  # a rebuild replaces the whole set, never mixes two
         old.unlink()
     for user in sorted(per_user):
@@ -232,9 +231,8 @@ def load_samples(data: str | Path, users: list[int] | None = None) -> dict[int, 
     """{user: [Sample]} from DATA/samples/ (rundir.sample_file) (all users, or the ones asked for)."""
     from .io import read_jsonl
 
-    sample_dir = Path(data) / "samples"
-    if not sample_dir.is_dir():
-        raise BuildError(f"{sample_dir}: no samples; run `python -m data_prep build` first")
+    if not sample_dir(data).is_dir():
+        raise BuildError(f"{sample_dir(data)}: no samples; run `python -m data_prep build` first")
     found = sample_files(data)
     want = sorted(found) if users is None else users
     return {u: [Sample.from_dict(d) for d in read_jsonl(found[u])] if u in found else [] for u in want}

@@ -106,13 +106,17 @@ def trained(d: Path) -> Path:
 
 
 # ---- the data folder
+def sample_dir(data: Path) -> Path:
+    return Path(data) / "samples"
+
+
 def sample_file(data: Path, user: int) -> Path:
-    return Path(data) / "samples" / f"user_{user}.jsonl"
+    return sample_dir(data) / f"user_{user}.jsonl"
 
 
 def sample_files(data: Path) -> dict[int, Path]:
     """{user: samples/user_U.jsonl} of a built data folder."""
-    return {int(p.stem.split("_")[1]): p for p in (Path(data) / "samples").glob("user_*.jsonl")}
+    return {int(p.stem.split("_")[1]): p for p in sample_dir(data).glob("user_*.jsonl")}
 
 
 def swift_files(out: Path, user: int | None = None, fold: int | None = None) -> dict[str, Path]:

@@ -18,7 +18,8 @@ from pathlib import Path
 import pandas as pd
 
 from data_prep.config import add_config_args, load_experiment
-from data_prep.rundir import TOKENS_PREFIX, eval_outputs, run_dir, tokens_stage, user_of, user_summaries
+from data_prep.rundir import (TOKENS_PREFIX, eval_outputs, overall_file, run_dir, tokens_stage, user_of,
+                              user_summaries)
 
 from .metrics import MAX_L2, corrected_l2, l2
 
@@ -37,13 +38,13 @@ def find_models(cfg: dict) -> list[dict]:
     root = run_dir(cfg)
     found = []
     for d in sorted((root / "eval").glob("*/")) if (root / "eval").is_dir() else []:
-        if (d / "overall.json").exists():
+        if overall_file(d).exists():
             role = "vanilla" if d.name == "vanilla" else "global"
             found.append({"name": d.name, "role": role, "dir": d, "kind": "eval"})
     # per-user adapters (personalized); one adapter for all test users, tagged or pooled (one_model)
     for pattern, role in (("person_*/", "personalized"), (f"{TOKENS_PREFIX}*/", "one_model")):
         for d in sorted(root.glob(pattern)):
-            if (d / "overall.json").exists():
+            if overall_file(d).exists():
                 found.append({"name": f"global+{d.name}", "role": role, "dir": d, "kind": "person"})
     order = {"vanilla": 0, "global": 1, "personalized": 2, "one_model": 3}
     return sorted(found, key=lambda m: (order[m["role"]], m["name"]))
@@ -158,7 +159,7 @@ def val(v: float | None) -> float:
 def tables(models: list[dict]) -> tuple[pd.DataFrame, pd.DataFrame]:
     rows, per_user = [], []
     for m in models:
-        o = json.loads((m["dir"] / "overall.json").read_text(encoding="utf-8"))
+        o = json.loads(overall_file(m["dir"]).read_text(encoding="utf-8"))
         rows.append({"model": m["name"], "role": m["role"], "users": o["n_users"],
                      "acc@140 (%)": pct(o["avg_accuracy"]), "mean L2": val(o["avg_mean_l2"]),
                      "off-screen (%)": pct(o.get("avg_off_screen_rate")), "median L2": val(o["avg_median_l2"]),

@@ -23,13 +23,12 @@ from pathlib import Path
 
 import yaml
 
+from data_prep.attention import flash_problems
 from data_prep.config import ConfigError, add_config_args, load_experiment, parse_override
 from data_prep.export import swift_paths, token_paths
-from data_prep.attention import flash_problems
 from data_prep.family import check_model_folder, family
 from data_prep.procenv import experiment_env, swift_args as plugin_args
-from data_prep import rundir
-from data_prep.rundir import fold_dir, generated_yaml, marker_checkpoint, run_dir, tokens_run_dir, tokens_stage
+from data_prep.rundir import done, fold_dir, generated_yaml, marker_checkpoint, run_dir, tokens_run_dir, tokens_stage
 
 from .argtable import load as load_table
 
@@ -116,11 +115,11 @@ def resolve_base(cfg: dict) -> Path:
     base = cfg["train"]["person_base"]
     if os.path.isabs(base):
         return Path(base)
-    done = rundir.done(run_dir(cfg, base))
-    if not done.exists():
+    marker = done(run_dir(cfg, base))
+    if not marker.exists():
         raise ConfigError(f"train.person_base: {base}: the global run {run_dir(cfg, base)} is not finished "
                           f"(no DONE marker); run scripts/2_finetune_global.sh first or give an absolute checkpoint")
-    return marker_checkpoint(done)
+    return marker_checkpoint(marker)
 
 
 def validate(args: dict, sources: dict[str, str]) -> list[str]:

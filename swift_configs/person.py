@@ -28,7 +28,7 @@ from .sweep import Job, Target, sweep, worker_slots
 def fold_job(cfg: dict, a, user: int, fold: int) -> Job:
     """User ``user``'s fold ``fold``: train on the other folds, evaluate the hold-out in the same folder."""
     folder = fold_dir(run_dir(cfg, cfg["train"]["person_template"]), user, fold)
-    return Job(key=(user, fold), label=f"user {user} fold {fold}",
+    return Job(label=f"user {user} fold {fold}",
                render=lambda device: render(cfg, "person", user=user, fold=fold, gpus=device,
                                             overrides=a.swift_overrides),
                targets=[Target(user, swift_paths(cfg, user, fold)["test"], folder)])

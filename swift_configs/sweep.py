@@ -47,7 +47,6 @@ class Target:
 
 @dataclass
 class Job:
-    key: tuple
     label: str  # "user 2 fold 0", "special fold 1"
     render: Callable[[str], Run]  # device -> the rendered run
     targets: list[Target]

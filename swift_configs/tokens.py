@@ -33,7 +33,7 @@ from .sweep import Job, Target, sweep, worker_slots
 def tokens_job(cfg: dict, a, kind: str, fold: int) -> Job:
     """One model for every test user (tag ``kind``) trained on fold ``fold``; each user's hold-out evaluated."""
     stage = run_dir(cfg, tokens_stage(kind))
-    return Job(key=(kind, fold), label=f"{kind} fold {fold}",
+    return Job(label=f"{kind} fold {fold}",
                render=lambda device: render(cfg, "tokens", fold=fold, kind=kind, gpus=device,
                                             overrides=a.swift_overrides),
                targets=[Target(u, token_paths(cfg, kind, fold, u)["test"], fold_dir(stage, u, fold))
