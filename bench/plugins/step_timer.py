@@ -141,7 +141,7 @@ class StepTimer(TrainerCallback):
         if out and getattr(args, "process_index", 0) == 0:
             m = self.trainer.model
             tc = (m.get_base_model() if hasattr(m, "get_base_model") else m).config.get_text_config()
-            Path(out).write_text(json.dumps({
+            Path(out).write_text(json.dumps(allow_nan=False, obj={
                 "peak_matmul_tflops": self.peak, "params": self.params, "steps": self.steps,
                 "profile": self.prof_table,
                 "text_config": {k: getattr(tc, k, None) for k in ("num_hidden_layers", "hidden_size",
