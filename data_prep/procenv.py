@@ -79,6 +79,16 @@ def eval_child(cfg: dict, model: str, adapters: list[str], pairs: list, device: 
     return cmd, child_env(cfg, devices=device)
 
 
+def eval_server(cfg: dict, device: str, reply_fd: int) -> tuple[list[str], dict]:
+    """(command, environment) of a ``python -m eval.serve`` child on ``device``: one eval process that answers a
+    sweep worker's jobs with the base model kept loaded (replies on file descriptor ``reply_fd``)."""
+    cmd = [sys.executable, "-m", "eval.serve", "--config", cfg["config_path"], "--devices", device,
+           "--reply-fd", str(reply_fd)]
+    for ov in cfg.get("overrides", []):
+        cmd += ["--set", ov]
+    return cmd, child_env(cfg, devices=device)
+
+
 def apply(cfg: dict) -> None:
     """This process loads the experiment's models itself (eval): the same budget, remote-code switch and window
     attention as a training child."""

@@ -168,3 +168,92 @@ def plan_batch(engine, rows: list[tuple[str, dict]], meta: dict, batch_size, max
                         "GPU, or lower image_max_token_num / eval.reserve_new_tokens")
     return {"batch_size": first["batch_size"], "long_batch_size": long["batch_size"], "auto": True,
             "first": first, "long": long}
+
+
+class Engines:
+    """Engines kept between the jobs of one process (eval/serve.py: a sweep's eval worker). The base model loads
+    once; a job's LoRA adapter is put on it (swift's own ``_add_adapter``, as a fresh engine does) and taken off
+    after (peft ``unload``: the base's own modules back, nothing merged), so each job answers exactly as a fresh
+    process loading base + adapter would. Between jobs a GPU engine is parked in host memory (``park``): the card
+    is the next training run's. A QLoRA base (4-bit) or a full checkpoint is built for its job and freed after."""
+
+    def __init__(self):
+        self.engine, self.key, self.adapter, self.parked = None, None, None, False
+        self.stats = {"builds": 0, "reuses": 0}
+        self._meta: dict = {}
+
+    def sample_index(self, cfg: dict, load) -> dict:
+        """The experiment's sample records, read once per data folder (``load(cfg)``)."""
+        path = cfg["paths"]["data"]
+        if path not in self._meta:
+            self._meta = {path: load(cfg)}
+        return self._meta[path]
+
+    def get(self, model: str, adapters: list[str], batch_size: int, device: str, **kw):
+        """The engine for (model, adapters) on ``device``; ``kw``: build_engine's switches (part of the key)."""
+        import time
+
+        t = time.time()
+        tokens = tuple(adapter_args(adapters).get("new_special_tokens") or ())
+        key = (model, device, tokens, repr(sorted(kw.items())))
+        reusable = len(adapters) <= 1 and quantization_of(adapters) is None
+        if self.engine is not None and self.key == key and reusable:
+            self._unpark()
+            self._take_off()
+            if adapters:
+                self.engine._add_adapter(adapters[0])
+                self.adapter = adapters[0]
+            self.stats["reuses"] += 1
+            self.stats["last"] = "kept base, adapter swapped" if adapters else "kept"
+        else:
+            self.drop()
+            self.engine = build_engine(model, [] if reusable else adapters, batch_size, device, **kw)
+            if reusable and adapters:
+                self.engine._add_adapter(adapters[0])
+            self.key, self.adapter = (key if reusable else None), (adapters[0] if reusable and adapters else None)
+            self.stats["builds"] += 1
+            self.stats["last"] = "built"
+        self.engine.max_batch_size = batch_size
+        self.engine.generation_config = getattr(self.engine.model, "generation_config", None)
+        self.stats["load_s"] = round(time.time() - t, 2)
+        return self.engine
+
+    def _take_off(self) -> None:
+        if self.adapter is not None:
+            self.engine.model = self.engine.model.unload()
+            self.adapter = None
+
+    def _unpark(self) -> None:
+        if self.parked:
+            self.engine.model.to("cuda:0")
+            self.parked = False
+
+    def park(self) -> float:
+        """After a job: a reusable GPU engine to host memory (its card memory freed), any other one freed; seconds."""
+        import time
+
+        t = time.time()
+        if self.engine is None:
+            return 0.0
+        if self.key is None:
+            self.drop()
+        elif self.engine.model.device.type == "cuda":
+            import torch
+
+            self.engine.model.to("cpu")
+            self.parked = True
+            torch.cuda.empty_cache()
+        return round(time.time() - t, 2)
+
+    def drop(self) -> None:
+        if self.engine is None:
+            return
+        import gc
+
+        import torch
+
+        self.engine = self.key = self.adapter = None
+        self.parked = False
+        gc.collect()
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()

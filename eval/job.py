@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import time
 from pathlib import Path
 
 from data_prep import procenv
@@ -19,7 +20,7 @@ from data_prep.family import check_model_folder, family
 from data_prep.io import atomic_open, read_jsonl, write_json
 from data_prep.memory import gib
 
-from .engine import CPU_AUTO_BATCH, EvalError, build_engine, cap_card, peak_memory, plan_batch
+from .engine import CPU_AUTO_BATCH, Engines, EvalError, build_engine, cap_card, peak_memory, plan_batch
 from .generation import Reader, generate
 from .metrics import score
 from .profiles import get as get_profile
@@ -106,9 +107,10 @@ def finalize(rows: list[tuple[str, dict]], out: Path, delta: float, title: str) 
 
 
 def _worker(cfg: dict, model: str, adapters: list[str], batch_size, max_new_tokens: int, jobs: list[tuple[Path, Path]],
-            shard: int, num_shards: int, device: str) -> None:
-    """Answer this shard's rows of every job not yet in its predictions, with one model load."""
-    meta = sample_index(cfg)
+            shard: int, num_shards: int, device: str, engines: Engines | None = None) -> None:
+    """Answer this shard's rows of every job not yet in its predictions, with one model load (``engines``: the
+    process's kept engines, eval/serve.py; None: built here and gone with the process)."""
+    meta = engines.sample_index(cfg, sample_index) if engines else sample_index(cfg)
     todo = []
     for data, out in jobs:
         out.mkdir(parents=True, exist_ok=True)
@@ -130,11 +132,15 @@ def _worker(cfg: dict, model: str, adapters: list[str], batch_size, max_new_toke
             raise EvalError(f"{len(orphans)} eval rows have no sample record under {cfg['paths']['data']}/samples "
                             f"(first: {orphans[0]}); model.family {fam.name} / eval.profile {reader.profile.name} "
                             "need its screen size and instruction: re-run `python -m data_prep build` and export")
-    engine = build_engine(model, adapters, CPU_AUTO_BATCH if batch_size == "auto" else batch_size,
-                          device, ev["overrides"], gqa_decode=ev["gqa_decode"], liger_kernel=ev["liger_kernel"],
-                          gpu_preprocess=ev["gpu_preprocess"], model_type=fam.model_type,
-                          template_type=fam.template, trust_remote_code=cfg["model"]["trust_remote_code"],
-                          batched_windows=cfg["model"]["batched_window_attention"])
+    t = time.time()
+    switches = dict(overrides=ev["overrides"], gqa_decode=ev["gqa_decode"], liger_kernel=ev["liger_kernel"],
+                    gpu_preprocess=ev["gpu_preprocess"], model_type=fam.model_type, template_type=fam.template,
+                    trust_remote_code=cfg["model"]["trust_remote_code"],
+                    batched_windows=cfg["model"]["batched_window_attention"])
+    rows = CPU_AUTO_BATCH if batch_size == "auto" else batch_size
+    engine = (engines.get(model, adapters, rows, device, **switches) if engines
+              else build_engine(model, adapters, rows, device, **switches))
+    load_s = round(time.time() - t, 2)
     plan = plan_batch(engine, [r for m, _ in todo for r in m], meta, batch_size, max_new_tokens,
                       ev["reserve_new_tokens"], reader)
     if plan["auto"]:
@@ -152,7 +158,8 @@ def _worker(cfg: dict, model: str, adapters: list[str], batch_size, max_new_toke
                       reader=reader)
         plan["batch_size"], plan["long_batch_size"] = st["batch_sizes"][-1], min(plan["long_batch_size"], st["batch_sizes"][-1])
         write_json(out / f"eval_stats{'' if num_shards == 1 else f'.shard{shard}'}.json", {
-            **st, "plan": plan, "peak_bytes": peak_memory()})
+            **st, "plan": plan, "peak_bytes": peak_memory(), "load_s": load_s,
+            "engine": engines.stats["last"] if engines else "built"})
 
 
 def check(cfg: dict, model: str, devices: list[str]) -> None:
@@ -179,9 +186,10 @@ def check(cfg: dict, model: str, devices: list[str]) -> None:
 
 def evaluate(cfg: dict, model: str, adapters: list[str], jobs: list[tuple[Path, Path]], devices: list[str],
              batch_size=None, max_new_tokens: int | None = None, shard: int | None = None,
-             num_shards: int = 1, quiet: bool = False) -> list[dict]:
+             num_shards: int = 1, quiet: bool = False, engines: Engines | None = None) -> list[dict]:
     """Answer and score every (data, out) job (module docstring); [metrics] in job order ([] for a shard child).
-    ``batch_size`` / ``max_new_tokens``: None takes the experiment's eval.batch_size / eval.max_new_tokens."""
+    ``batch_size`` / ``max_new_tokens``: None takes the experiment's eval.batch_size / eval.max_new_tokens;
+    ``engines``: engines kept between calls on one device (eval/serve.py)."""
     procenv.apply(cfg)  # the experiment's image budget (as in training) and remote-code switch
     batch_size = batch_size or cfg["eval"]["batch_size"]
     max_new_tokens = max_new_tokens or cfg["eval"]["max_new_tokens"]
@@ -193,7 +201,7 @@ def evaluate(cfg: dict, model: str, adapters: list[str], jobs: list[tuple[Path, 
     if len(devices) == 1:
         if devices[0] != "cpu":
             os.environ["CUDA_VISIBLE_DEVICES"] = devices[0]
-        _worker(cfg, model, adapters, batch_size, max_new_tokens, jobs, 0, 1, devices[0])
+        _worker(cfg, model, adapters, batch_size, max_new_tokens, jobs, 0, 1, devices[0], engines)
     else:
         children = [procenv.eval_child(cfg, model, adapters, jobs, dev, batch_size=batch_size,
                                        max_new_tokens=max_new_tokens, shard=i, num_shards=len(devices))

@@ -55,7 +55,8 @@ class Run:
         return generated_yaml(self.run_dir)  # swift copies it into output_dir itself
 
     def command(self) -> list[str]:
-        return [sys.executable, "-m", "swift.cli.main", "sft", str(self.yaml_path)]
+        """`swift sft YAML` in one interpreter (swift_configs/sft_main.py)."""
+        return [sys.executable, "-m", "swift_configs.sft_main", str(self.yaml_path)]
 
     def shell(self) -> str:
         envs = [f"{k}={shlex.quote(str(v))}" for k, v in {**self.proc_env, **self.env}.items()]

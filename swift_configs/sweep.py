@@ -6,9 +6,11 @@ run to render and which hold-outs to evaluate on its checkpoint; the stage files
 
 For every job, in a queue served by one worker per GPU (``--workers N`` CPU processes on a CPU box):
 render the swift YAML for the worker's device, `swift sft` (resuming from the last complete
-checkpoint; skipped when TRAINED), then one `python -m eval.run` child on the same device over every
-hold-out of the job not yet DONE (eval resumes from its predictions), then a DONE marker per hold-out
-(checkpoint, accuracy, median L2) and one in the run folder. Before anything runs: every job is
+checkpoint; skipped when TRAINED), then every hold-out of the job not yet DONE evaluated on the same device
+(eval resumes from its predictions): with ``eval.keep_loaded`` by the worker's one `python -m eval.serve`
+child, which keeps the base model loaded between jobs (parked in host memory while the next run trains) and
+swaps each job's adapter; otherwise by a fresh `python -m eval.run` child per job. Then a DONE marker per
+hold-out (checkpoint, accuracy, median L2) and one in the run folder (with the job's train and eval seconds). Before anything runs: every job is
 rendered (config, data and base checkpoint checked), the memory preflight of one run, ``--dry-run``
 prints the commands, ``--fresh`` deletes the selected jobs' folders. After each job and at the end:
 user_U_summary.json for each user whose K folds are DONE and overall.json when all users are
@@ -16,6 +18,7 @@ user_U_summary.json for each user whose K folds are DONE and overall.json when a
 """
 from __future__ import annotations
 
+import json
 import os
 import queue
 import shutil
@@ -29,7 +32,7 @@ from typing import Callable
 
 from data_prep.config import ROOT, ConfigError
 from data_prep.io import read_json, write_json
-from data_prep.procenv import eval_child
+from data_prep.procenv import eval_child, eval_server
 from data_prep.rundir import done, eval_dir, fold_dir, overall_file, run_dir, user_summary, write_marker
 from data_prep.summary import overall, summarize_folds
 
@@ -82,17 +85,68 @@ def run_eval(cfg: dict, model: str, adapters: list[str], pairs: list, device: st
         raise TrainError(f"eval failed (exit {rc}) for {what}; see {log}:\n" + "\n".join(tail))
 
 
-def run_job(cfg: dict, job: Job, device: str, env: dict, tag: str) -> dict[int, dict]:
-    """Train ``job`` on ``device`` (or resume it), evaluate its hold-outs, mark them; {user: metrics}."""
+class EvalServer:
+    """A sweep worker's eval process (data_prep/procenv.eval_server, eval/serve.py): started at the worker's first
+    evaluation, fed one job at a time, closed with the worker; a failed or dead one is replaced at the next job."""
+
+    def __init__(self, cfg: dict, device: str, env: dict):
+        self.cfg, self.device, self.env, self.proc, self.replies = cfg, device, env, None, None
+
+    def _start(self, log: Path) -> None:
+        r, w = os.pipe()
+        cmd, child = eval_server(self.cfg, self.device, w)
+        with open(log, "a", encoding="utf-8") as f:
+            self.proc = subprocess.Popen(cmd, env={**child, **self.env}, stdin=subprocess.PIPE, stdout=f,
+                                         stderr=subprocess.STDOUT, cwd=ROOT, pass_fds=(w,), text=True)
+        os.close(w)
+        self.replies = os.fdopen(r, "r", encoding="utf-8")
+
+    def evaluate(self, model: str, adapters: list[str], pairs: list, log: Path, what: str) -> dict:
+        if self.proc is None or self.proc.poll() is not None:
+            self._start(log)
+        req = {"model": str(model), "adapters": [str(a) for a in adapters],
+               "pairs": [[str(d), str(o)] for d, o in pairs], "log": str(log)}
+        try:
+            self.proc.stdin.write(json.dumps(req) + "\n")
+            self.proc.stdin.flush()
+            line = self.replies.readline()
+        except OSError:
+            line = ""
+        ans = json.loads(line) if line.strip() else {"ok": False, "error": f"the eval process ended (exit {self.proc.wait()})"}
+        if not ans["ok"]:
+            self.close()
+            tail = log.read_text(encoding="utf-8", errors="replace").splitlines()[-15:] if log.exists() else []
+            raise TrainError(f"eval failed for {what}: {ans['error']}; see {log}:\n" + "\n".join(tail))
+        return ans
+
+    def close(self) -> None:
+        if self.proc is not None:
+            try:
+                self.proc.stdin.close()
+            except OSError:
+                pass
+            try:
+                self.proc.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+            self.replies.close()
+        self.proc = None
+
+
+def run_job(cfg: dict, job: Job, device: str, env: dict, tag: str, server: EvalServer | None = None) -> dict[int, dict]:
+    """Train ``job`` on ``device`` (or resume it), evaluate its hold-outs (by ``server`` if given), mark them;
+    {user: metrics}."""
     run = job.render(device)
     if done(run.run_dir).exists():
         return {t.user: read_json(eval_dir(t.folder) / "metrics.json") for t in job.targets}
+    t0 = time.time()
     todo = prepare(run)
     if todo is not None:
         how = ("resuming " + Path(todo.args["resume_from_checkpoint"]).name
                if "resume_from_checkpoint" in todo.args else "fresh")
         print(f"[{tag}] {job.label}: training on {device} ({how})", flush=True)
         execute(todo, extra_env=env, echo=False)
+    t1 = time.time()
     ckpt = trained_checkpoint(run.run_dir)
     lora = run.args.get("tuner_type") != "full"
     model, adapters = (run.args["model"], [str(ckpt)]) if lora else (str(ckpt), [])
@@ -100,16 +154,20 @@ def run_job(cfg: dict, job: Job, device: str, env: dict, tag: str) -> dict[int, 
     if pending:
         what = ", ".join(t.data.name if len(job.targets) == 1 else f"user {t.user}" for t in pending)
         print(f"[{tag}] {job.label}: evaluating {what} on {device}", flush=True)
-        run_eval(cfg, model, adapters, [(t.data, eval_dir(t.folder)) for t in pending], device, env,
-                 run.run_dir / "eval.log", job.label)
+        pairs, log = [(t.data, eval_dir(t.folder)) for t in pending], run.run_dir / "eval.log"
+        if server is not None:
+            server.evaluate(model, adapters, pairs, log, job.label)
+        else:
+            run_eval(cfg, model, adapters, pairs, device, env, log, job.label)
+    took = {"train_s": round(t1 - t0, 1), "eval_s": round(time.time() - t1, 1)}  # this call's (a resumed job: the rest)
     out = {}
     for t in job.targets:
         m = out[t.user] = read_json(eval_dir(t.folder) / "metrics.json")
         if not done(t.folder).exists():
             write_marker(done(t.folder), checkpoint=ckpt, accuracy=m["pigg"]["accuracy"],
-                         median_l2=m["pigg"]["median_l2"])
+                         median_l2=m["pigg"]["median_l2"], **took)
     if not done(run.run_dir).exists():
-        write_marker(done(run.run_dir), checkpoint=ckpt)
+        write_marker(done(run.run_dir), checkpoint=ckpt, **took)
     return out
 
 
@@ -196,14 +254,26 @@ def sweep(cfg: dict, jobs: list[Job], a, gl: list[str], slots: list[str], tag: s
     todo = [j for j in jobs if not j.is_done()]
     print(f"[{tag}] {len(jobs) - len(todo)} {noun} already done, {len(todo)} to run on {slots}", flush=True)
     t0 = time.time()
+    local, servers = threading.local(), []
 
     def do(job, device, env):
-        return f"[{tag}] {job.label}: {acc_line(run_job(cfg, job, device, env, tag))}  ({time.time() - t0:.0f}s)"
+        server = None
+        if cfg["eval"]["keep_loaded"]:
+            if getattr(local, "server", None) is None:
+                local.server = EvalServer(cfg, device, env)
+                servers.append(local.server)
+            server = local.server
+        return (f"[{tag}] {job.label}: {acc_line(run_job(cfg, job, device, env, tag, server))}  "
+                f"({time.time() - t0:.0f}s)")
 
     def summarise():
         return {s: write_summaries(cfg, s, summary_users) for s in stages}
 
-    failures = run_queue(todo, slots, bool(gl), do, tag, after=summarise)
+    try:
+        failures = run_queue(todo, slots, bool(gl), do, tag, after=summarise)
+    finally:
+        for srv in servers:
+            srv.close()
     for s, o in summarise().items():
         if o:
             print(f"[{tag}] {s}: overall over {o['n_users']} users: acc {o['avg_accuracy']:.4f}  mean L2 "

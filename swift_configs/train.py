@@ -129,7 +129,7 @@ def execute(run: Run, log_name: str = "train.log", extra_env: dict | None = None
         tail = log.read_text(encoding="utf-8", errors="replace").splitlines()[-15:]
         raise TrainError(f"swift sft failed (exit {rc}) in {run.run_dir}; last lines of {log}:\n" + "\n".join(tail))
     ckpt = final_checkpoint(run.run_dir)
-    write_marker(rundir.trained(run.run_dir), checkpoint=ckpt, seconds=round(time.time() - t0, 1))
+    write_marker(rundir.trained(run.run_dir), checkpoint=ckpt, seconds=round(time.time() - t0, 1), started=round(t0, 3))
     return ckpt
 
 

@@ -1,0 +1,87 @@
+"""One eval process that answers many jobs on one device, the base model loaded once (the sweeps' hold-outs:
+swift_configs/sweep.py starts one per worker when ``eval.keep_loaded`` is true).
+
+Usage: python -m eval.serve --config EXP [--set k=v ...] --devices D --reply-fd N   (started by the sweep)
+
+Reads one JSON request per line on stdin: {"model", "adapters": [...], "pairs": [[data, out], ...], "log": file}.
+Each is ``eval.job.evaluate`` on the kept engines (eval/engine.py ``Engines``: the base built once, each job's
+LoRA adapter put on and taken off, parked in host memory between jobs); the process's own output goes to the
+request's log. Answers each request with one JSON line on file descriptor N: {"ok": true, "seconds", "load_s",
+"park_s", "engine"} or {"ok": false, "error"}; after a failure it exits (the next job starts a fresh one).
+Ends at the end of its input.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+
+from data_prep.config import ConfigError, add_config_args, load_experiment
+from data_prep.fingertip import BuildError
+
+from .engine import Engines, EvalError
+from .job import evaluate
+
+EXPECTED = (EvalError, ConfigError, BuildError, FileNotFoundError, ValueError)
+
+
+def to_log(path: str) -> None:
+    """This process's stdout and stderr (file descriptors 1 and 2, children's too) appended to ``path``."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    os.dup2(fd, 1)
+    os.dup2(fd, 2)
+    os.close(fd)
+
+
+def serve(cfg: dict, device: str, requests, reply) -> int:
+    engines = Engines()
+    for line in requests:
+        if not line.strip():
+            continue
+        req = json.loads(line)
+        to_log(req["log"])
+        t = time.time()
+        try:
+            evaluate(cfg, req["model"], req["adapters"], req["pairs"], [device], engines=engines)
+            ans = {"ok": True, "seconds": round(time.time() - t, 2), "load_s": engines.stats.get("load_s"),
+                   "engine": engines.stats.get("last")}
+            ans["park_s"] = engines.park()
+        except Exception as e:  # noqa: BLE001 - said to the sweep (with the log), then this process ends
+            kind = "" if isinstance(e, EXPECTED) else f"{type(e).__name__}: "
+            print(f"error: {kind}{e}", file=sys.stderr, flush=True)
+            reply.write(json.dumps({"ok": False, "error": f"{kind}{e}"}) + "\n")
+            reply.flush()
+            if not isinstance(e, EXPECTED):
+                import traceback
+
+                traceback.print_exc()
+            return 1
+        sys.stdout.flush()
+        sys.stderr.flush()
+        reply.write(json.dumps(ans) + "\n")
+        reply.flush()
+    return 0
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(prog="python -m eval.serve", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_config_args(p)
+    p.add_argument("--devices", required=True, help="one device: cpu or a GPU id (already the visible one)")
+    p.add_argument("--reply-fd", type=int, required=True)
+    a = p.parse_args(argv)
+    reply = os.fdopen(a.reply_fd, "w", encoding="utf-8")
+    try:
+        cfg = load_experiment(a.config, a.overrides)
+    except ConfigError as e:
+        reply.write(json.dumps({"ok": False, "error": str(e)}) + "\n")
+        return 2
+    return serve(cfg, a.devices, sys.stdin, reply)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,33 @@
+"""`swift sft RUN.yaml` in one Python process: what every training run of the harness executes.
+
+swift's CLI (``swift.cli.main``) reads the YAML into arguments (its ENV into the environment) and then starts a
+second interpreter for ``swift.cli.sft``, which imports torch, transformers and swift again: 3-4 s more per run on
+the 2-core box (bench/fold_overhead.py; 30 personalized folds pay it 30 times). This does the same reading
+(``swift.cli.main.parse_yaml_args``) and runs ``swift.cli.sft`` as ``__main__`` in this interpreter: same
+arguments, same code. A run that needs torchrun (NPROC_PER_NODE / NNODES set: global training on several GPUs)
+goes through swift's own CLI, which starts it.
+
+Usage: python -m swift_configs.sft_main RUN.yaml   (as ``swift sft RUN.yaml``)
+"""
+from __future__ import annotations
+
+import importlib.util
+import runpy
+import sys
+
+
+def main() -> None:
+    from swift.cli.main import cli_main, parse_yaml_args, use_torchrun
+
+    argv = sys.argv[1:]
+    if use_torchrun():
+        sys.argv = [sys.argv[0], "sft", *argv]
+        cli_main()
+        return
+    parse_yaml_args(argv)
+    sys.argv = [importlib.util.find_spec("swift.cli.sft").origin, *argv]
+    runpy.run_module("swift.cli.sft", run_name="__main__", alter_sys=True)
+
+
+if __name__ == "__main__":
+    main()
