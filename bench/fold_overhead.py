@@ -44,15 +44,30 @@ def fold_record(cfg: dict, stage: str, user: int, fold: int) -> dict:
     rec = {"fold": fold, "wall_s": d["train_s"] + d["eval_s"], "train_s": d["train_s"], "eval_s": d["eval_s"],
            "sft_process_s": tr["seconds"], "eval_load_s": st.get("load_s"), "eval_answer_s": st.get("seconds"),
            "eval_engine": st.get("engine"), "eval_samples": st.get("samples")}
+    main_end = swift_main_end(f / "train.log")
+    if main_end:
+        clock["main_end"] = main_end
     if {"imported", "trainer_built", "train_begin", "train_end"} <= clock.keys():
         rec.update(sft_startup_s=clock["imported"] - start, sft_build_s=clock["trainer_built"] - clock["imported"],
                    sft_setup_s=clock["train_begin"] - clock["trainer_built"],
                    sft_loop_s=clock["train_end"] - clock["train_begin"],
                    sft_first_step_s=clock.get("first_step_end", clock["train_end"]) - clock["train_begin"],
                    sft_after_s=end - clock["train_end"])
+        if "main_end" in clock and "exit" in clock:  # the after part: swift's own end, exit handlers, teardown
+            rec.update(sft_after_main_s=clock["main_end"] - clock["train_end"],
+                       sft_after_atexit_s=clock["exit"] - clock["main_end"], sft_after_teardown_s=end - clock["exit"])
     rec["eval_rest_s"] = rec["eval_s"] - (rec["eval_load_s"] or 0) - (rec["eval_answer_s"] or 0)
     rec["fixed_s"] = rec["wall_s"] - rec.get("sft_loop_s", 0) - (rec["eval_answer_s"] or 0)
     return {k: round(v, 2) if isinstance(v, float) else v for k, v in rec.items()}
+
+
+def swift_main_end(log: Path) -> float | None:
+    """When swift's pipeline returned: its own log line 'End time of running main: <local time>' (last one)."""
+    import re
+    from datetime import datetime
+
+    hits = re.findall(r"End time of running main: (\S+ \S+)", log.read_text(encoding="utf-8", errors="replace"))
+    return datetime.strptime(hits[-1], "%Y-%m-%d %H:%M:%S.%f").timestamp() if hits else None
 
 
 def run_variant(cfg_path: Path, cfg: dict, name: str, keep: bool, device: str, folds: int) -> dict:
@@ -72,6 +87,7 @@ def run_variant(cfg_path: Path, cfg: dict, name: str, keep: bool, device: str, f
 
 def table(res: dict) -> str:
     cols = ["wall_s", "fixed_s", "sft_startup_s", "sft_build_s", "sft_setup_s", "sft_loop_s", "sft_after_s",
+            "sft_after_teardown_s",
             "eval_load_s", "eval_answer_s", "eval_rest_s"]
     rows = ["| variant | fold | " + " | ".join(c[:-2] + " (s)" for c in cols) + " | eval engine |",
             "|" + "---|" * (len(cols) + 3)]
@@ -89,6 +105,7 @@ def main(argv=None) -> None:
     p.add_argument("--folds", type=int, default=3)
     p.add_argument("--variants", nargs="+", choices=["kept", "fresh"], default=["kept", "fresh"])
     p.add_argument("--episodes", type=int, default=8, help="the test user's episodes (a handful of clicks)")
+    p.add_argument("--answer-tokens", type=int, default=24, help="eval.max_new_tokens (a random model never stops)")
     p.add_argument("--model-dir", default=None, help="build the model here once and reuse it (default: scratch)")
     p.add_argument("--tag", default="")
     p.add_argument("--out", default=str(ROOT / "bench" / "results"))
@@ -111,6 +128,8 @@ def main(argv=None) -> None:
               test_users=1, test_episodes=a.episodes)
         cfg_path, cfg = prepare_experiment(tmp, model, "fold", {
             "users": {"test": "1", "global": "2-3"}, "image_max_token_num": 32 if a.shape == "tiny" else 980,
+            # a random model never stops: answers cut at a real answer's length (~24 tokens), not 512
+            "eval": {"max_new_tokens": a.answer_tokens},
             "train": {"person_base": str(model), "person_overrides": {
                 "callbacks": ["pigg_phase_clock"], "external_plugins": [str(CLOCK)],
                 **({} if a.device == "cuda" else {"dataloader_num_workers": 0})}}})

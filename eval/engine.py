@@ -228,8 +228,10 @@ class Engines:
             self.engine.model.to("cuda:0")
             self.parked = False
 
-    def park(self) -> float:
-        """After a job: a reusable GPU engine to host memory (its card memory freed), any other one freed; seconds."""
+    def park(self, to_host: bool = True) -> float:
+        """After a job: a reusable GPU engine to host memory when ``to_host`` (else it stays on the card: the sweep
+        found room for it beside the next training run), any other engine freed, the card's cached blocks released
+        to the next run; seconds taken."""
         import time
 
         t = time.time()
@@ -240,8 +242,9 @@ class Engines:
         elif self.engine.model.device.type == "cuda":
             import torch
 
-            self.engine.model.to("cpu")
-            self.parked = True
+            if to_host:
+                self.engine.model.to("cpu")
+                self.parked = True
             torch.cuda.empty_cache()
         return round(time.time() - t, 2)
 

@@ -89,8 +89,8 @@ class EvalServer:
     """A sweep worker's eval process (data_prep/procenv.eval_server, eval/serve.py): started at the worker's first
     evaluation, fed one job at a time, closed with the worker; a failed or dead one is replaced at the next job."""
 
-    def __init__(self, cfg: dict, device: str, env: dict):
-        self.cfg, self.device, self.env, self.proc, self.replies = cfg, device, env, None, None
+    def __init__(self, cfg: dict, device: str, env: dict, park: bool = True):
+        self.cfg, self.device, self.env, self.proc, self.replies, self.park = cfg, device, env, None, None, park
 
     def _start(self, log: Path) -> None:
         r, w = os.pipe()
@@ -105,7 +105,7 @@ class EvalServer:
         if self.proc is None or self.proc.poll() is not None:
             self._start(log)
         req = {"model": str(model), "adapters": [str(a) for a in adapters],
-               "pairs": [[str(d), str(o)] for d, o in pairs], "log": str(log)}
+               "pairs": [[str(d), str(o)] for d, o in pairs], "log": str(log), "park": self.park}
         try:
             self.proc.stdin.write(json.dumps(req) + "\n")
             self.proc.stdin.flush()
@@ -131,6 +131,22 @@ class EvalServer:
                 self.proc.kill()
             self.replies.close()
         self.proc = None
+
+
+def eval_park(cfg: dict, est: dict | None, gpus: list[str]) -> bool:
+    """Whether the kept eval base goes to host memory while the next run trains (True), or stays on the card: only
+    where a LoRA run's estimate, the eval copy of its base and a CUDA context leave 10% of the smallest card free."""
+    from .preflight import card_bytes
+
+    cards = card_bytes(gpus) if est else None
+    if not cards or est["full"] or est["qlora"]:  # unknown card; a full or 4-bit run's eval is not kept
+        return True
+    need, card = est["per_gpu_bytes"] + est["parts"]["weights"] + est["parts"]["cuda_context"], min(cards)
+    park = need > 0.9 * card
+    print(f"[eval] the kept eval base {'goes to host memory' if park else 'stays on the GPU'} while the next run trains "
+          f"(run ~{est['per_gpu_bytes'] / 2**30:.1f} + eval base ~{(need - est['per_gpu_bytes']) / 2**30:.1f} GiB "
+          f"{'>' if park else '<='} 90% of {card / 2**30:.1f} GiB)", flush=True)
+    return park
 
 
 def run_job(cfg: dict, job: Job, device: str, env: dict, tag: str, server: EvalServer | None = None) -> dict[int, dict]:
@@ -238,8 +254,9 @@ def sweep(cfg: dict, jobs: list[Job], a, gl: list[str], slots: list[str], tag: s
         for job in jobs:
             job.run = job.render(slots[0])
         pending = [j for j in jobs if not j.is_done()]
+        est = None
         if pending and gl:  # one run per GPU: each slot's card must hold one
-            preflight(pending[0].run, cfg, sorted(set(slots)), force=a.force or a.dry_run, n_gpus=1)
+            est = preflight(pending[0].run, cfg, sorted(set(slots)), force=a.force or a.dry_run, n_gpus=1)
     except ConfigError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
@@ -255,12 +272,13 @@ def sweep(cfg: dict, jobs: list[Job], a, gl: list[str], slots: list[str], tag: s
     print(f"[{tag}] {len(jobs) - len(todo)} {noun} already done, {len(todo)} to run on {slots}", flush=True)
     t0 = time.time()
     local, servers = threading.local(), []
+    park = eval_park(cfg, est, sorted(set(slots))) if gl and cfg["eval"]["keep_loaded"] else True
 
     def do(job, device, env):
         server = None
         if cfg["eval"]["keep_loaded"]:
             if getattr(local, "server", None) is None:
-                local.server = EvalServer(cfg, device, env)
+                local.server = EvalServer(cfg, device, env, park)
                 servers.append(local.server)
             server = local.server
         return (f"[{tag}] {job.label}: {acc_line(run_job(cfg, job, device, env, tag, server))}  "
