@@ -106,6 +106,7 @@ def main(argv=None) -> None:
     p.add_argument("--variants", nargs="+", choices=["kept", "fresh"], default=["kept", "fresh"])
     p.add_argument("--episodes", type=int, default=8, help="the test user's episodes (a handful of clicks)")
     p.add_argument("--answer-tokens", type=int, default=24, help="eval.max_new_tokens (a random model never stops)")
+    p.add_argument("--cpu-workers", type=int, default=0, help="dataloader_num_workers on the CPU (GPU: as shipped)")
     p.add_argument("--model-dir", default=None, help="build the model here once and reuse it (default: scratch)")
     p.add_argument("--tag", default="")
     p.add_argument("--out", default=str(ROOT / "bench" / "results"))
@@ -132,7 +133,7 @@ def main(argv=None) -> None:
             "eval": {"max_new_tokens": a.answer_tokens},
             "train": {"person_base": str(model), "person_overrides": {
                 "callbacks": ["pigg_phase_clock"], "external_plugins": [str(CLOCK)],
-                **({} if a.device == "cuda" else {"dataloader_num_workers": 0})}}})
+                **({} if a.device == "cuda" else {"dataloader_num_workers": a.cpu_workers})}}})
         n = len((Path(cfg["paths"]["data"]) / "swift" / "user_1" / "fold_0" / "train.ids").read_text().splitlines())
         res["train_samples_fold0"] = n
         log(f"data and model ready ({time.time() - t0:.0f}s); fold 0 trains on {n} samples")
