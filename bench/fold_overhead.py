@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import statistics
 import subprocess
 import sys
@@ -56,6 +57,8 @@ def fold_record(cfg: dict, stage: str, user: int, fold: int) -> dict:
         if "main_end" in clock and "exit" in clock:  # the after part: swift's own end, exit handlers, teardown
             rec.update(sft_after_main_s=clock["main_end"] - clock["train_end"],
                        sft_after_atexit_s=clock["exit"] - clock["main_end"], sft_after_teardown_s=end - clock["exit"])
+    stopped = re.findall(r"stopped (\d+) child processes", (f / "train.log").read_text(encoding="utf-8", errors="replace"))
+    rec["children_stopped_at_end"] = int(stopped[-1]) if stopped else 0
     rec["eval_rest_s"] = rec["eval_s"] - (rec["eval_load_s"] or 0) - (rec["eval_answer_s"] or 0)
     rec["fixed_s"] = rec["wall_s"] - rec.get("sft_loop_s", 0) - (rec["eval_answer_s"] or 0)
     return {k: round(v, 2) if isinstance(v, float) else v for k, v in rec.items()}
@@ -63,7 +66,6 @@ def fold_record(cfg: dict, stage: str, user: int, fold: int) -> dict:
 
 def swift_main_end(log: Path) -> float | None:
     """When swift's pipeline returned: its own log line 'End time of running main: <local time>' (last one)."""
-    import re
     from datetime import datetime
 
     hits = re.findall(r"End time of running main: (\S+ \S+)", log.read_text(encoding="utf-8", errors="replace"))
@@ -103,6 +105,7 @@ def main(argv=None) -> None:
     p.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
     p.add_argument("--shape", choices=["tiny", "8b"], default="tiny")
     p.add_argument("--folds", type=int, default=3)
+    p.add_argument("--fresh-folds", type=int, default=None, help="folds of the fresh variant (default --folds)")
     p.add_argument("--variants", nargs="+", choices=["kept", "fresh"], default=["kept", "fresh"])
     p.add_argument("--episodes", type=int, default=8, help="the test user's episodes (a handful of clicks)")
     p.add_argument("--answer-tokens", type=int, default=24, help="eval.max_new_tokens (a random model never stops)")
@@ -139,7 +142,8 @@ def main(argv=None) -> None:
         log(f"data and model ready ({time.time() - t0:.0f}s); fold 0 trains on {n} samples")
         for name in a.variants:
             log(f"{name}: {a.folds} folds ...")
-            r = res["variants"][name] = run_variant(cfg_path, cfg, name, name == "kept", a.device, a.folds)
+            r = res["variants"][name] = run_variant(cfg_path, cfg, name, name == "kept", a.device,
+                                                    a.folds if name == "kept" else a.fresh_folds or a.folds)
             log(f"{name}: rc {r['rc']}, {r['sweep_wall_s']} s" + ("" if r["rc"] else "; per fold " + ", ".join(
                 f"{f['wall_s']:.0f} s (fixed {f['fixed_s']:.0f})" for f in r["folds"])))
             if r["rc"]:
