@@ -51,13 +51,14 @@ def quantization_of(adapters: list[str]):
 def build_engine(model: str, adapters: list[str], batch_size: int, device: str, overrides: dict | None = None,
                  gqa_decode: bool = False, liger_kernel: bool = False, gpu_preprocess: bool = False,
                  model_type: str = "qwen3_vl", template_type: str | None = None, trust_remote_code: bool = False,
-                 batched_windows: bool = True):
+                 batched_windows: bool = True, new_tokens: list[str] | None = None):
     """swift's TransformersEngine on one device; ``gqa_decode``: decode steps through eval/gqa_decode.py;
     ``liger_kernel``: Liger's Triton RMSNorm / RoPE / SwiGLU in the language model (GPU only);
     ``gpu_preprocess``: the image processor rescales, normalises and cuts patches on the GPU (GPU only);
     ``model_type`` / ``template_type``: swift's, for a raw model folder (the experiment's model.family);
     ``trust_remote_code``: whether Python files in the model folder may run (model.trust_remote_code);
-    ``batched_windows``: Qwen2.5-VL's ViT windows in one attention call per length (data_prep/window_attention.py)."""
+    ``batched_windows``: Qwen2.5-VL's ViT windows in one attention call per length (data_prep/window_attention.py);
+    ``new_tokens``: the user tokens to add (default: those the first adapter was trained with, its args.json)."""
     import torch
     from swift.infer_engine import TransformersEngine
 
@@ -82,7 +83,7 @@ def build_engine(model: str, adapters: list[str], batch_size: int, device: str, 
         kwargs["model_type"] = model_type  # a raw model folder; a swift checkpoint names its own
         if template_type:
             kwargs["template_type"] = template_type
-    tokens = adapter_args(adapters).get("new_special_tokens")
+    tokens = adapter_args(adapters).get("new_special_tokens") if new_tokens is None else new_tokens
     if tokens:  # the user-token method's <user_U>: the same tokenizer (and embedding size) as in training
         kwargs["new_special_tokens"] = tokens
     engine = TransformersEngine(model, **kwargs)
@@ -207,7 +208,8 @@ class Engines:
             self.stats["last"] = "kept base, adapter swapped" if adapters else "kept"
         else:
             self.drop()
-            self.engine = build_engine(model, [] if reusable else adapters, batch_size, device, **kw)
+            self.engine = build_engine(model, [] if reusable else adapters, batch_size, device,
+                                       new_tokens=list(tokens), **kw)  # the tokenizer the adapters were trained with
             if reusable and adapters:
                 self.engine._add_adapter(adapters[0])
             self.key, self.adapter = (key if reusable else None), (adapters[0] if reusable and adapters else None)

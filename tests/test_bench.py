@@ -124,3 +124,34 @@ def test_step_breakdown_summary_takes_medians_after_the_warm_up_and_names_the_st
     assert s["mfu"] == pytest.approx(2e14 / 0.55 / 800e12) and s["gpu_only_mfu"] == pytest.approx(2e14 / 0.5 / 800e12)
     assert s["slow_steps"] == [12] and s["slowest_over_median"] == pytest.approx(1.3 / 0.55)
     assert s["share"]["vision_s"] == pytest.approx(0.08 / 0.55)
+
+
+def test_fold_overhead_splits_a_fold_from_its_markers_and_stamps(tmp_path):
+    """bench/fold_overhead.py's arithmetic on a fold folder as the sweep and the phase clock leave it: fixed cost =
+    wall - training loop - answering; swift's own end read from its log line."""
+    import time
+
+    import yaml
+
+    sys.path.insert(0, str(ROOT / "bench"))
+    from fold_overhead import fold_record
+
+    cfg = {"name": "x", "paths": {"runs": str(tmp_path / "runs")}}
+    fold = tmp_path / "runs" / "x" / "person_lora" / "user_1" / "fold_0"
+    (fold / "eval").mkdir(parents=True)
+    t0 = 1_800_000_000.0
+    (fold / "TRAINED").write_text(yaml.safe_dump({"checkpoint": "c", "seconds": 41.0, "started": t0}))
+    (fold / "DONE").write_text(yaml.safe_dump({"checkpoint": "c", "train_s": 41.2, "eval_s": 2.4}))
+    (fold / "phase_clock.json").write_text(json.dumps({
+        "imported": t0 + 20, "trainer_built": t0 + 25, "train_begin": t0 + 27, "first_step_end": t0 + 32,
+        "train_end": t0 + 40, "exit": t0 + 40.5}))
+    end = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(t0 + 40)) + ".250000"  # swift logs local time
+    (fold / "train.log").write_text(f"[INFO:swift] End time of running main: {end}\n"
+                                    "[pigg] the run is over: stopped 8 child processes still running\n")
+    (fold / "eval" / "eval_stats.json").write_text(json.dumps({"load_s": 1.0, "seconds": 0.9, "engine": "kept",
+                                                               "samples": 3}))
+    r = fold_record(cfg, "person_lora", 1, 0)
+    assert r["wall_s"] == 43.6 and r["sft_startup_s"] == 20 and r["sft_build_s"] == 5 and r["sft_loop_s"] == 13
+    assert r["sft_after_s"] == 1.0 and r["sft_after_main_s"] == 0.25 and r["sft_after_teardown_s"] == 0.5
+    assert r["fixed_s"] == round(43.6 - 13 - 0.9, 2) and r["eval_rest_s"] == 0.5
+    assert r["children_stopped_at_end"] == 8

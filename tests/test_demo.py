@@ -6,10 +6,12 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import sys
 from pathlib import Path
 
 import pandas as pd
 import pytest
+import yaml
 
 from conftest import ROOT, write_experiment
 
@@ -38,6 +40,21 @@ def test_demo_shows_piggs_ordering(tmp_path):
     assert list((tmp_path / "runs" / "demo_short" / "visualizations").rglob("*.png"))
     report = json.loads((tmp_path / "data" / "report.json").read_text())
     assert report["skipped"] and sum(report["skipped"].values()) == 8  # the planted defects, counted
+    # the folds after a worker's first were answered by its kept eval process (eval.keep_loaded: the base loaded
+    # once, each fold's adapter put on and taken off): the same answers a fresh eval process gives that fold
+    folds = sorted((tmp_path / "runs" / "demo_short" / "person_lora").glob("user_*/fold_*"))
+    stats = {d: json.loads((d / "eval" / "eval_stats.json").read_text())["engine"] for d in folds}
+    swapped = [d for d, e in stats.items() if e == "kept base, adapter swapped"]
+    assert len(folds) == 6 and len(swapped) >= 4, stats
+    d = swapped[-1]
+    ckpt = yaml.safe_load((d / "DONE").read_text())["checkpoint"]
+    base = json.loads((Path(ckpt) / "args.json").read_text())["model"]
+    test = tmp_path / "data" / "swift" / d.parent.name / d.name / "test.jsonl"
+    subprocess.run([sys.executable, "-m", "eval.run", "--config", str(cfg), "--model", base, "--adapters", ckpt,
+                    "--data", str(test), "--out", str(tmp_path / "fresh_eval")], cwd=ROOT, env=env, check=True,
+                   capture_output=True, timeout=300)
+    answers = lambda f: {json.loads(x)["id"]: json.loads(x)["raw"] for x in f.read_text().splitlines()}  # noqa: E731
+    assert answers(tmp_path / "fresh_eval" / "predictions.jsonl") == answers(d / "eval" / "predictions.jsonl")
     # a second run resumes: nothing retrained
     p2 = subprocess.run(["bash", "scripts/demo.sh", "--config", str(cfg)], cwd=ROOT, env=env,
                         capture_output=True, text=True, timeout=600)
@@ -59,8 +76,21 @@ def test_demo_shows_piggs_ordering(tmp_path):
                 want = (tmp_path / "data" / "swift" / f"user_{u}" / f"fold_{f}" / "test.ids").read_text().splitlines()
                 assert sorted(ids) == sorted(want) and (ev / "DONE").exists()
         assert json.loads((runs / f"user_tokens_{kind}" / "overall.json").read_text())["n_users"] == 2
-    tagged = (runs / "user_tokens_special" / "fold_0" / "eval.log").read_text()
-    assert "Added 2 new special tokens" in tagged  # the eval engine knows <user_1>, <user_2>
+    logs = [(runs / "user_tokens_special" / f"fold_{f}" / "eval.log").read_text() for f in range(3)]
+    assert any("Added 2 new special tokens" in t for t in logs)  # the eval engine knows <user_1>, <user_2>
+    # a special-token fold answered on a kept engine (its adapter, embedding rows included, swapped in) answers as a
+    # fresh eval process does
+    special = {d: json.loads((d / "eval" / "eval_stats.json").read_text())["engine"]
+               for d in sorted((runs / "user_tokens_special").glob("user_*/fold_*"))}
+    d = next((d for d, e in special.items() if e == "kept base, adapter swapped"), None)
+    assert d is not None, special
+    ckpt = yaml.safe_load((d / "DONE").read_text())["checkpoint"]
+    test = tmp_path / "data" / "swift" / "user_tokens" / "special" / d.parent.name / d.name / "test.jsonl"
+    subprocess.run([sys.executable, "-m", "eval.run", "--config", str(cfg), "--model",
+                    json.loads((Path(ckpt) / "args.json").read_text())["model"], "--adapters", ckpt, "--data", str(test),
+                    "--out", str(tmp_path / "fresh_tokens_eval")], cwd=ROOT, env=env, check=True, capture_output=True,
+                   timeout=300)
+    assert answers(tmp_path / "fresh_tokens_eval" / "predictions.jsonl") == answers(d / "eval" / "predictions.jsonl")
     user_token_rows_and_ids(tmp_path / "data", runs / "user_tokens_special" / "fold_0")
     subprocess.run(["bash", "scripts/6_report.sh", "--config", str(cfg)], cwd=ROOT, env=env, check=True,
                    capture_output=True, timeout=300)

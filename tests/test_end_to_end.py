@@ -359,3 +359,24 @@ def test_eval_shards_over_devices_and_merges_in_row_order(e2e, tmp_path):
               for i in (0, 1)]
     assert sorted(shards[0]) == sorted(want[0::2]) and sorted(shards[1]) == sorted(want[1::2])
     assert [r["id"] for r in json.loads((out / "out.json").read_text())] == want
+
+
+def test_eval_server_says_a_failed_job_and_serves_the_next(e2e, tmp_path):
+    """A sweep worker's kept eval process (eval/serve.py): a job that fails comes back as an error naming the cause
+    and the log, that process ends; the next job starts a fresh one, and the job after it reuses its engine."""
+    from swift_configs.sweep import EvalServer
+    from swift_configs.train import TrainError
+
+    srv, log = EvalServer(e2e["cfg"], "cpu", {"OMP_NUM_THREADS": "1"}), tmp_path / "eval.log"
+    try:
+        with pytest.raises(TrainError, match="no such eval file"):
+            srv.evaluate(e2e["model"], [], [(tmp_path / "missing.jsonl", tmp_path / "o1")], log, "a bad job")
+        assert srv.proc is None and "no such eval file" in log.read_text()
+        data = Path(e2e["cfg"]["paths"]["data"]) / "swift" / "user_2" / "fold_0" / "test.jsonl"
+        first = srv.evaluate(e2e["model"], [], [(data, tmp_path / "o2")], log, "job 2")
+        second = srv.evaluate(e2e["model"], [], [(data, tmp_path / "o3")], log, "job 3")
+    finally:
+        srv.close()
+    assert first["ok"] and first["engine"] == "built" and second["engine"] == "kept"
+    m2, m3 = (json.loads((tmp_path / o / "metrics.json").read_text()) for o in ("o2", "o3"))
+    assert m2 == m3 and m2["n"] == len(data.with_suffix(".ids").read_text().splitlines())

@@ -276,3 +276,19 @@ def test_user_token_runs_render_on_the_union_with_their_tokens(fake_global):
     with pytest.raises(ConfigError, match="train.tokens_overrides.lora_rnk: unknown swift sft key 'lora_rnk'"):
         render(bad, "tokens", fold=0, kind="pooled", gpus="0")
     assert render(cfg, "person", user=users[0], fold=0, gpus="0").args["num_train_epochs"] == 6
+
+
+def test_kept_eval_base_leaves_the_card_only_where_it_lacks_room(monkeypatch):
+    """eval.keep_loaded: the eval copy of the base stays on the GPU while the next fold trains only where the run's
+    estimate + that copy + a CUDA context leave 10% of the card (the H200 preflight's person_lora 8B numbers)."""
+    from swift_configs.sweep import eval_park
+
+    gib = 2**30
+    est = {"per_gpu_bytes": int(55.0 * gib), "parts": {"weights": int(16.3 * gib), "cuda_context": int(0.8 * gib)},
+           "full": False, "qlora": False}
+    monkeypatch.setenv("PIGG_GPU_MEMORY_GB", "79.6")  # an "80 GB" H100: 72.1 GiB > 90 %: to host memory
+    assert eval_park({}, est, ["0"]) is True
+    monkeypatch.setenv("PIGG_GPU_MEMORY_GB", "140")  # an H200: stays
+    assert eval_park({}, est, ["0"]) is False
+    assert eval_park({}, {**est, "full": True}, ["0"]) is True  # a full checkpoint's eval is not kept at all
+    assert eval_park({}, None, ["0"]) is True  # no estimate (CPU, --force): the safe way
