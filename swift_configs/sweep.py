@@ -8,9 +8,10 @@ For every job, in a queue served by one worker per GPU (``--workers N`` CPU proc
 render the swift YAML for the worker's device, `swift sft` (resuming from the last complete
 checkpoint; skipped when TRAINED), then every hold-out of the job not yet DONE evaluated on the same device
 (eval resumes from its predictions): with ``eval.keep_loaded`` by the worker's one `python -m eval.serve`
-child, which keeps the base model loaded between jobs (parked in host memory while the next run trains) and
-swaps each job's adapter; otherwise by a fresh `python -m eval.run` child per job. Then a DONE marker per
-hold-out (checkpoint, accuracy, median L2) and one in the run folder (with the job's train and eval seconds). Before anything runs: every job is
+child, which keeps the base model loaded between jobs and swaps each job's adapter (the base stays on the GPU
+while the next run trains where the preflight leaves room for it, else it goes to host memory: ``eval_park``);
+otherwise by a fresh `python -m eval.run` child per job. Then a DONE marker per hold-out (checkpoint, accuracy,
+median L2, the job's train and eval seconds) and one in the run folder. Before anything runs: every job is
 rendered (config, data and base checkpoint checked), the memory preflight of one run, ``--dry-run``
 prints the commands, ``--fresh`` deletes the selected jobs' folders. After each job and at the end:
 user_U_summary.json for each user whose K folds are DONE and overall.json when all users are
