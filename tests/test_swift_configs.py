@@ -292,3 +292,25 @@ def test_kept_eval_base_leaves_the_card_only_where_it_lacks_room(monkeypatch):
     assert eval_park({}, est, ["0"]) is False
     assert eval_park({}, {**est, "full": True}, ["0"]) is True  # a full checkpoint's eval is not kept at all
     assert eval_park({}, None, ["0"]) is True  # no estimate (CPU, --force): the safe way
+
+
+def _sleep_long():
+    import time
+
+    time.sleep(60)
+
+
+def test_a_finished_training_run_stops_its_leftover_workers():
+    """swift_configs/sft_main.py: child processes still alive when the run is over (the data loader's workers, each
+    waited for 5 s at exit: 40 s after every 8B fold) are stopped at once."""
+    import multiprocessing
+    import time
+
+    from swift_configs.sft_main import end_children
+
+    kids = [multiprocessing.get_context("fork").Process(target=_sleep_long, daemon=True) for _ in range(2)]
+    for k in kids:
+        k.start()
+    t = time.time()
+    assert end_children() >= 2 and not any(k.is_alive() for k in kids) and time.time() - t < 5
+    assert end_children() == 0
