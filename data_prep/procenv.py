@@ -62,13 +62,19 @@ def child_env(cfg: dict | None = None, devices: str | None = None, **extra) -> d
     return env
 
 
+def _entry(module: str, cfg: dict, *args: str) -> list[str]:
+    """``python -m module --config EXP ARGS --set ...``: the experiment loaded as this process loaded it."""
+    cmd = [sys.executable, "-m", module, "--config", cfg["config_path"], *args]
+    for ov in cfg.get("overrides", []):
+        cmd += ["--set", ov]
+    return cmd
+
+
 def eval_child(cfg: dict, model: str, adapters: list[str], pairs: list, device: str, **flags) -> tuple[list[str], dict]:
     """(command, environment) of a ``python -m eval.run`` child on ``device`` over (data, out) pairs: the one way a
     device-isolated eval process is started (the sweeps' hold-outs, eval's own shards). ``flags``: extra CLI flags
     (batch_size=..., shard=...; None left out). The child loads the experiment as this process did."""
-    cmd = [sys.executable, "-m", "eval.run", "--config", cfg["config_path"], "--model", str(model), "--devices", device]
-    for ov in cfg.get("overrides", []):
-        cmd += ["--set", ov]
+    cmd = _entry("eval.run", cfg, "--model", str(model), "--devices", device)
     for a in adapters:
         cmd += ["--adapters", str(a)]
     for data, out in pairs:
@@ -82,11 +88,7 @@ def eval_child(cfg: dict, model: str, adapters: list[str], pairs: list, device: 
 def eval_server(cfg: dict, device: str, reply_fd: int) -> tuple[list[str], dict]:
     """(command, environment) of a ``python -m eval.serve`` child on ``device``: one eval process that answers a
     sweep worker's jobs with the base model kept loaded (replies on file descriptor ``reply_fd``)."""
-    cmd = [sys.executable, "-m", "eval.serve", "--config", cfg["config_path"], "--devices", device,
-           "--reply-fd", str(reply_fd)]
-    for ov in cfg.get("overrides", []):
-        cmd += ["--set", ov]
-    return cmd, child_env(cfg, devices=device)
+    return _entry("eval.serve", cfg, "--devices", device, "--reply-fd", str(reply_fd)), child_env(cfg, devices=device)
 
 
 def apply(cfg: dict) -> None:

@@ -175,12 +175,12 @@ class Engines:
     """Engines kept between the jobs of one process (eval/serve.py: a sweep's eval worker). The base model loads
     once; a job's LoRA adapter is put on it (swift's own ``_add_adapter``, as a fresh engine does) and taken off
     after (peft ``unload``: the base's own modules back, nothing merged), so each job answers exactly as a fresh
-    process loading base + adapter would. Between jobs a GPU engine is parked in host memory (``park``): the card
-    is the next training run's. A QLoRA base (4-bit) or a full checkpoint is built for its job and freed after."""
+    process loading base + adapter would. After a job (``park``) a GPU engine's base goes to host memory or stays on
+    the card, as the sweep decided for the next training run. A QLoRA base (4-bit) or a full checkpoint is built for
+    its job and freed after. ``last``: how the latest engine was had ("built", "kept base, adapter swapped", "kept")."""
 
     def __init__(self):
-        self.engine, self.key, self.adapter, self.parked = None, None, None, False
-        self.stats = {"builds": 0, "reuses": 0}
+        self.engine, self.key, self.adapter, self.parked, self.last = None, None, None, False, None
         self._meta: dict = {}
 
     def sample_index(self, cfg: dict, load) -> dict:
@@ -192,9 +192,6 @@ class Engines:
 
     def get(self, model: str, adapters: list[str], batch_size: int, device: str, **kw):
         """The engine for (model, adapters) on ``device``; ``kw``: build_engine's switches (part of the key)."""
-        import time
-
-        t = time.time()
         tokens = tuple(adapter_args(adapters).get("new_special_tokens") or ())
         key = (model, device, tokens, repr(sorted(kw.items())))
         reusable = len(adapters) <= 1 and quantization_of(adapters) is None
@@ -204,8 +201,7 @@ class Engines:
             if adapters:
                 self.engine._add_adapter(adapters[0])
                 self.adapter = adapters[0]
-            self.stats["reuses"] += 1
-            self.stats["last"] = "kept base, adapter swapped" if adapters else "kept"
+            self.last = "kept base, adapter swapped" if adapters else "kept"
         else:
             self.drop()
             self.engine = build_engine(model, [] if reusable else adapters, batch_size, device,
@@ -213,11 +209,9 @@ class Engines:
             if reusable and adapters:
                 self.engine._add_adapter(adapters[0])
             self.key, self.adapter = (key if reusable else None), (adapters[0] if reusable and adapters else None)
-            self.stats["builds"] += 1
-            self.stats["last"] = "built"
+            self.last = "built"
         self.engine.max_batch_size = batch_size
         self.engine.generation_config = getattr(self.engine.model, "generation_config", None)
-        self.stats["load_s"] = round(time.time() - t, 2)
         return self.engine
 
     def _take_off(self) -> None:

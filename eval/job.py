@@ -159,7 +159,7 @@ def _worker(cfg: dict, model: str, adapters: list[str], batch_size, max_new_toke
         plan["batch_size"], plan["long_batch_size"] = st["batch_sizes"][-1], min(plan["long_batch_size"], st["batch_sizes"][-1])
         write_json(out / f"eval_stats{'' if num_shards == 1 else f'.shard{shard}'}.json", {
             **st, "plan": plan, "peak_bytes": peak_memory(), "load_s": load_s,
-            "engine": engines.stats["last"] if engines else "built"})
+            "engine": engines.last if engines else "built"})
 
 
 def check(cfg: dict, model: str, devices: list[str]) -> None:

@@ -6,9 +6,10 @@ Usage: python -m eval.serve --config EXP [--set k=v ...] --devices D --reply-fd 
 Reads one JSON request per line on stdin: {"model", "adapters": [...], "pairs": [[data, out], ...], "log": file,
 "park": bool (the base to host memory after the job; false: it stays on the card)}.
 Each is ``eval.job.evaluate`` on the kept engines (eval/engine.py ``Engines``: the base built once, each job's
-LoRA adapter put on and taken off, parked in host memory between jobs); the process's own output goes to the
-request's log. Answers each request with one JSON line on file descriptor N: {"ok": true, "seconds", "load_s",
-"park_s", "engine"} or {"ok": false, "error"}; after a failure it exits (the next job starts a fresh one).
+LoRA adapter put on and taken off, the base parked as the request says); the process's own output goes to the
+request's log (the engine's load time: the job's eval_stats.json). Answers each request with one JSON line on file
+descriptor N: {"ok": true, "seconds", "park_s", "engine"} or {"ok": false, "error"}; after a failure it exits (the
+next job starts a fresh one).
 Ends at the end of its input.
 """
 from __future__ import annotations
@@ -48,8 +49,7 @@ def serve(cfg: dict, device: str, requests, reply) -> int:
         t = time.time()
         try:
             evaluate(cfg, req["model"], req["adapters"], req["pairs"], [device], engines=engines)
-            ans = {"ok": True, "seconds": round(time.time() - t, 2), "load_s": engines.stats.get("load_s"),
-                   "engine": engines.stats.get("last")}
+            ans = {"ok": True, "seconds": round(time.time() - t, 2), "engine": engines.last}
             ans["park_s"] = engines.park(req.get("park", True))
         except Exception as e:  # noqa: BLE001 - said to the sweep (with the log), then this process ends
             kind = "" if isinstance(e, EXPECTED) else f"{type(e).__name__}: "

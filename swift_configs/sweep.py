@@ -38,7 +38,7 @@ from data_prep.rundir import done, eval_dir, fold_dir, overall_file, run_dir, us
 from data_prep.summary import overall, summarize_folds
 
 from .generate import Run
-from .train import TrainError, execute, preflight, prepare, trained_checkpoint
+from .train import TrainError, execute, log_tail, preflight, prepare, trained_checkpoint
 
 
 @dataclass
@@ -82,8 +82,7 @@ def run_eval(cfg: dict, model: str, adapters: list[str], pairs: list, device: st
     with open(log, "a", encoding="utf-8") as f:
         rc = subprocess.run(cmd, env={**child, **env}, stdout=f, stderr=subprocess.STDOUT, cwd=ROOT).returncode
     if rc != 0:
-        tail = log.read_text(encoding="utf-8", errors="replace").splitlines()[-15:]
-        raise TrainError(f"eval failed (exit {rc}) for {what}; see {log}:\n" + "\n".join(tail))
+        raise TrainError(f"eval failed (exit {rc}) for {what}; see {log}:\n{log_tail(log)}")
 
 
 class EvalServer:
@@ -116,8 +115,7 @@ class EvalServer:
         ans = json.loads(line) if line.strip() else {"ok": False, "error": f"the eval process ended (exit {self.proc.wait()})"}
         if not ans["ok"]:
             self.close()
-            tail = log.read_text(encoding="utf-8", errors="replace").splitlines()[-15:] if log.exists() else []
-            raise TrainError(f"eval failed for {what}: {ans['error']}; see {log}:\n" + "\n".join(tail))
+            raise TrainError(f"eval failed for {what}: {ans['error']}; see {log}:\n{log_tail(log)}")
         return ans
 
     def close(self) -> None:

@@ -112,6 +112,11 @@ def require_packages(run: Run) -> None:
         raise ConfigError(f"{run.yaml_path}: cannot start swift sft:\n  " + "\n  ".join(missing))
 
 
+def log_tail(log: Path, n: int = 15) -> str:
+    """The last ``n`` lines of a child's log (what a failure shows before pointing at the file)."""
+    return "\n".join(log.read_text(encoding="utf-8", errors="replace").splitlines()[-n:]) if log.exists() else ""
+
+
 def execute(run: Run, log_name: str = "train.log", extra_env: dict | None = None, echo: bool = True) -> Path:
     """Run swift sft for a prepared run; on success write TRAINED and return the final checkpoint."""
     require_packages(run)
@@ -126,8 +131,7 @@ def execute(run: Run, log_name: str = "train.log", extra_env: dict | None = None
         f.flush()
         rc = subprocess.run(run.command(), env=env, stdout=f, stderr=subprocess.STDOUT, cwd=run.run_dir).returncode
     if rc != 0:
-        tail = log.read_text(encoding="utf-8", errors="replace").splitlines()[-15:]
-        raise TrainError(f"swift sft failed (exit {rc}) in {run.run_dir}; last lines of {log}:\n" + "\n".join(tail))
+        raise TrainError(f"swift sft failed (exit {rc}) in {run.run_dir}; last lines of {log}:\n{log_tail(log)}")
     ckpt = final_checkpoint(run.run_dir)
     write_marker(rundir.trained(run.run_dir), checkpoint=ckpt, seconds=round(time.time() - t0, 1), started=round(t0, 3))
     return ckpt
