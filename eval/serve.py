@@ -22,6 +22,7 @@ import time
 
 from data_prep.config import ConfigError, add_config_args, load_experiment
 from data_prep.fingertip import BuildError
+from data_prep.io import dumps
 
 from .engine import Engines, EvalError
 from .job import evaluate
@@ -54,7 +55,7 @@ def serve(cfg: dict, device: str, requests, reply) -> int:
         except Exception as e:  # noqa: BLE001 - said to the sweep (with the log), then this process ends
             kind = "" if isinstance(e, EXPECTED) else f"{type(e).__name__}: "
             print(f"error: {kind}{e}", file=sys.stderr, flush=True)
-            reply.write(json.dumps({"ok": False, "error": f"{kind}{e}"}) + "\n")
+            reply.write(dumps({"ok": False, "error": f"{kind}{e}"}) + "\n")
             reply.flush()
             if not isinstance(e, EXPECTED):
                 import traceback
@@ -63,7 +64,7 @@ def serve(cfg: dict, device: str, requests, reply) -> int:
             return 1
         sys.stdout.flush()
         sys.stderr.flush()
-        reply.write(json.dumps(ans) + "\n")
+        reply.write(dumps(ans) + "\n")
         reply.flush()
     return 0
 
@@ -79,7 +80,7 @@ def main(argv=None) -> int:
     try:
         cfg = load_experiment(a.config, a.overrides)
     except ConfigError as e:
-        reply.write(json.dumps({"ok": False, "error": str(e)}) + "\n")
+        reply.write(dumps({"ok": False, "error": str(e)}) + "\n")
         return 2
     return serve(cfg, a.devices, sys.stdin, reply)
 

@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Callable
 
 from data_prep.config import ROOT, ConfigError
-from data_prep.io import read_json, write_json
+from data_prep.io import dumps, read_json, write_json
 from data_prep.procenv import eval_child, eval_server
 from data_prep.rundir import done, eval_dir, fold_dir, overall_file, run_dir, user_summary, write_marker
 from data_prep.summary import overall, summarize_folds
@@ -107,7 +107,7 @@ class EvalServer:
         req = {"model": str(model), "adapters": [str(a) for a in adapters],
                "pairs": [[str(d), str(o)] for d, o in pairs], "log": str(log), "park": self.park}
         try:
-            self.proc.stdin.write(json.dumps(req) + "\n")
+            self.proc.stdin.write(dumps(req) + "\n")
             self.proc.stdin.flush()
             line = self.replies.readline()
         except OSError:
