@@ -119,7 +119,8 @@ def _worker(cfg: dict, model: str, adapters: list[str], batch_size, max_new_toke
         mine = [r for i, r in enumerate(rows) if i % num_shards == shard and r[0] not in done]
         todo.append((mine, out))
     if not any(m for m, _ in todo):
-        return
+        return  # all answered: nothing loads (a resumed run's finished stages cost no torch/swift start-up)
+    procenv.apply(cfg)  # the experiment's image budget (as in training) and remote-code switch, before a model loads
     ev = cfg["eval"]
     if device != "cpu":
         cap_card()
@@ -190,7 +191,6 @@ def evaluate(cfg: dict, model: str, adapters: list[str], jobs: list[tuple[Path, 
     """Answer and score every (data, out) job (module docstring); [metrics] in job order ([] for a shard child).
     ``batch_size`` / ``max_new_tokens``: None takes the experiment's eval.batch_size / eval.max_new_tokens;
     ``engines``: engines kept between calls on one device (eval/serve.py)."""
-    procenv.apply(cfg)  # the experiment's image budget (as in training) and remote-code switch
     batch_size = batch_size or cfg["eval"]["batch_size"]
     max_new_tokens = max_new_tokens or cfg["eval"]["max_new_tokens"]
     jobs = [(Path(d), Path(o)) for d, o in jobs]

@@ -5,6 +5,6 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 GPUS=${1:?usage: $0 GPUS (cpu | 0 | 0,1,2,3) [--config EXP] [--users ...]}; shift
-export HF_HUB_OFFLINE=1 MODELSCOPE_OFFLINE=1 PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
+export HF_HUB_OFFLINE=1 MODELSCOPE_OFFLINE=1 THP_MEM_ALLOC_ENABLE=${THP_MEM_ALLOC_ENABLE:-1} PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
 set -x
 "${PYTHON:-python3}" -m eval.users --devices "$GPUS" --name vanilla "$@"

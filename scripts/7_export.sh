@@ -5,6 +5,6 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 GPU=${1:?usage: $0 GPU (cpu | 0) --user U --fold F [--config EXP]}; shift
-export HF_HUB_OFFLINE=1 MODELSCOPE_OFFLINE=1 PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
+export HF_HUB_OFFLINE=1 MODELSCOPE_OFFLINE=1 THP_MEM_ALLOC_ENABLE=${THP_MEM_ALLOC_ENABLE:-1} PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
 set -x
 "${PYTHON:-python3}" -m swift_configs.export --gpus "$GPU" "$@"

@@ -19,7 +19,7 @@ while [ $# -gt 0 ]; do
   esac
   shift
 done
-export HF_HUB_OFFLINE=1 MODELSCOPE_OFFLINE=1 PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
+export HF_HUB_OFFLINE=1 MODELSCOPE_OFFLINE=1 THP_MEM_ALLOC_ENABLE=${THP_MEM_ALLOC_ENABLE:-1} PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
 PY=${PYTHON:-python3}
 path() { "$PY" -c "from data_prep.config import load_experiment as L; print(L('$CFG')$1)"; }
 RAW=$(path "['paths']['raw']"); DATA=$(path "['paths']['data']"); MODEL=$(path "['paths']['model']")

@@ -12,6 +12,7 @@ import yaml
 ROOT = Path(__file__).resolve().parent.parent
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("MODELSCOPE_OFFLINE", "1")
+os.environ.setdefault("THP_MEM_ALLOC_ENABLE", "1")  # as the launchers and data_prep/procenv.py set it (huge pages)
 # Several xdist workers (pyproject: -n auto) share the cores: each worker's torch, and the processes it starts,
 # take their share instead of all of them each (the sweeps' queues set their own children's share)
 _WORKERS = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))

@@ -20,7 +20,9 @@ from data_prep.rundir import run_dir
 from data_prep.export import export
 from data_prep.fingertip import build
 
-pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("e2e")]  # one worker: the module's trained runs
+pytestmark = pytest.mark.slow
+TRAINED = pytest.mark.xdist_group("e2e")  # the tests that train or read the module's trained runs share one worker;
+# the eval tests need only the tiny model and the exported data (the module fixture, rebuilt on another worker)
 FAST = {"train__global_overrides__num_train_epochs": 1, "train__person_overrides__num_train_epochs": 2,
         "train__person_overrides__per_device_train_batch_size": 4, "eval__max_new_tokens": 24}
 
@@ -58,6 +60,7 @@ def eval_requests(e2e, n: int, max_tokens: int, **engine_kw):
     return engine, reqs, RequestConfig(max_tokens=max_tokens, temperature=0, logprobs=True)
 
 
+@TRAINED
 def test_global_full_keeps_vision_frozen_and_loads(e2e):
     run_cli("-m", "swift_configs.train", "--config", e2e["path"], *e2e["ov"], "--full")
     d = run_dir(e2e["cfg"], "global_full")
@@ -75,6 +78,7 @@ def test_global_full_keeps_vision_frozen_and_loads(e2e):
     assert "already trained" in p.stdout
 
 
+@TRAINED
 def test_global_lora_touches_only_the_language_model(e2e):
     run_cli("-m", "swift_configs.train", "--config", e2e["path"], *e2e["ov"], "--lora")
     ckpt = Path(yaml.safe_load((run_dir(e2e["cfg"], "global_lora") / "DONE").read_text())["checkpoint"])
@@ -287,8 +291,16 @@ def test_eval_kill_and_resume_scores_each_sample_once(e2e, tmp_path):
     assert (out / "results.txt").read_text().count("PIGG-compatible") == 1
     m = json.loads((out / "metrics.json").read_text())
     assert m["n"] == len(want) and m["parse_failures"] + len([r for r in recs if r["pred"]]) == len(want)
+    # once every row is answered, a re-run loads nothing (a resumed protocol's finished eval stages cost no torch,
+    # transformers and swift start-up) and scores the same
+    again = ("import runpy, sys; sys.argv = ['eval.run'] + sys.argv[1:]\ntry:\n runpy.run_module('eval.run', "
+             "run_name='__main__', alter_sys=True)\nexcept SystemExit as e:\n assert not e.code, e.code\n"
+             "print('torch loaded:', 'torch' in sys.modules)")
+    p = run_cli("-c", again, *cmd[3:])
+    assert "torch loaded: False" in p.stdout and json.loads((out / "metrics.json").read_text()) == m
 
 
+@TRAINED
 def test_person_kfold_kill_and_resume(e2e):
     """Kill 4_finetune_person.sh while fold 1 trains (fold 0 DONE); the re-run finishes it, fold 0 untouched. Two of
     the K=3 folds (the user's summary waits for all three: not written; summaries themselves: test_demo.py)."""
@@ -324,6 +336,7 @@ def test_person_kfold_kill_and_resume(e2e):
     assert (Path(done["checkpoint"]) / "adapter_config.json").exists()
 
 
+@TRAINED
 def test_merged_personal_model_answers_as_its_adapter(e2e, tmp_path):
     """scripts/7_export.sh merges a fold's LoRA into its base (swift export --merge_lora): the merged folder,
     evaluated alone, gives the answers the adapter gave on the fold's hold-out; a re-run keeps it."""

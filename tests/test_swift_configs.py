@@ -135,6 +135,50 @@ def test_flash_attention_asked_for_and_missing_is_said_before_anything_loads(fak
     assert "t.yaml: eval.overrides) needs the flash_attn module" in err
 
 
+
+def test_flash_attention_4_variable_length_kernel_gets_int_lengths(monkeypatch):
+    """data_prep/plugins/flash_varlen.py (every swift sft imports it): where flash-attn-4 is installed, the longest row
+    that transformers 5.17 passes its variable-length kernel as a 0-d tensor arrives as an int (flash-attn-4's CuTe
+    DSL refused the tensor on an H200: "Expected IntTuple ... got 1080", bench/RESULTS.md); the kernel's signature
+    (transformers reads its keyword arguments from it) and every other implementation are untouched; not installed
+    (this box), nothing changes."""
+    import inspect
+
+    import torch
+    import transformers.utils
+    from transformers import modeling_flash_attention_utils as fau
+
+    from data_prep.attention import int_varlen_lengths
+
+    seen = {}
+
+    def kernel(q, k, v, cu_seqlens_q=None, cu_seqlens_k=None, max_seqlen_q=None, max_seqlen_k=None, causal=False):
+        seen.update(max_seqlen_q=max_seqlen_q, max_seqlen_k=max_seqlen_k)
+        return q
+
+    monkeypatch.setattr(fau, "_lazy_imports", lambda impl, *a, **kw: ("fwd", kernel, "kv", "pad", "unpad"))
+    assert int_varlen_lengths() is False and fau._lazy_imports("flash_attention_4")[1] is kernel  # not installed
+    monkeypatch.setattr(transformers.utils, "is_flash_attn_4_available", lambda: True)
+    assert int_varlen_lengths() is True and int_varlen_lengths() is False  # once
+    fns = fau._lazy_imports("flash_attention_4", None)
+    assert fns[0] == "fwd" and fns[2:] == ("kv", "pad", "unpad") and fns[1] is not kernel
+    assert list(inspect.signature(fns[1]).parameters) == list(inspect.signature(kernel).parameters)
+    fns[1](1, 2, 3, max_seqlen_q=torch.tensor(1080), max_seqlen_k=torch.tensor(7), causal=True)
+    assert seen == {"max_seqlen_q": 1080, "max_seqlen_k": 7} and type(seen["max_seqlen_q"]) is int
+    assert fau._lazy_imports("flash_attention_2", None)[1] is kernel
+
+
+def test_children_start_with_huge_pages_unless_the_environment_says_otherwise(monkeypatch):
+    """THP_MEM_ALLOC_ENABLE=1 (PyTorch reads it when a process first allocates, so it travels in the child's
+    environment): a default every child gets, a value already set wins."""
+    from data_prep.procenv import child_env
+
+    monkeypatch.delenv("THP_MEM_ALLOC_ENABLE", raising=False)
+    assert child_env()["THP_MEM_ALLOC_ENABLE"] == "1"
+    monkeypatch.setenv("THP_MEM_ALLOC_ENABLE", "0")
+    assert child_env(devices="cpu")["THP_MEM_ALLOC_ENABLE"] == "0"
+
+
 def test_validation_reports_every_problem_with_file_and_key(fake_global):
     with pytest.raises(ConfigError) as e:
         render(fake_global, "global", overrides=["lora_rnk=8", "learning_rate=fast", "save_steps=null",
