@@ -41,9 +41,9 @@ VARIANTS = {  # name -> (swift keys on top of the person template, environment);
     "lora_bf16": ([], {"PIGG_LORA_AUTOCAST_INPUTS": "1"}),  # data_prep/lora_inputs.py
     "lora_bf16_workers8": (["dataloader_num_workers=8"], {"PIGG_LORA_AUTOCAST_INPUTS": "1"}),
     "lora_bf16_profiled": ([], {"PIGG_LORA_AUTOCAST_INPUTS": "1", "PIGG_STEP_PROFILE": "10:13"}),
+    "thp_off": ([], {"THP_MEM_ALLOC_ENABLE": "0"}),  # data_prep/procenv.py's default (huge pages for CPU tensors) off
     # flash-attn-4 installed (bench/fa4_check.py says how): its kernels in the language model and the vision tower,
     # then also swift's padding_free (rows concatenated, no padding; needs a flash-attention implementation)
-    "thp_off": ([], {"THP_MEM_ALLOC_ENABLE": "0"}),  # data_prep/procenv.py's default (huge pages for CPU tensors) off
     "fa4": (["attn_impl=flash_attention_4"], {}),
     "fa4_padding_free": (["attn_impl=flash_attention_4", "padding_free=true"], {}),
 }
