@@ -1,5 +1,6 @@
 """Fixed cost per personalized fold: where a fold's wall time goes outside training steps and answering, with
-the sweep's eval process kept between folds (``eval.keep_loaded: true``, shipped) and a fresh one per fold (false).
+the sweep's training and eval processes kept between folds (``kept``: ``train.keep_loaded`` and ``eval.keep_loaded``
+true, shipped), only the eval one kept (``kept_eval``), or neither (``fresh``: a fresh process per fold for each).
 
 Usage: python bench/fold_overhead.py --device cuda --shape 8b [--folds 3] [--variants kept fresh] [--tag h200]
        python bench/fold_overhead.py --device cpu --shape tiny --folds 2      (CPU smoke run)
@@ -72,13 +73,18 @@ def swift_main_end(log: Path) -> float | None:
     return datetime.strptime(hits[-1], "%Y-%m-%d %H:%M:%S.%f").timestamp() if hits else None
 
 
-def run_variant(cfg_path: Path, cfg: dict, name: str, keep: bool, device: str, folds: int) -> dict:
+VARIANTS = {"kept": (True, True), "kept_eval": (False, True), "fresh": (False, False)}  # (train, eval) kept
+
+
+def run_variant(cfg_path: Path, cfg: dict, name: str, device: str, folds: int) -> dict:
+    keep_train, keep_eval = VARIANTS[name]
     cmd = [sys.executable, "-m", "swift_configs.person", "--config", str(cfg_path), "--set", f"name={name}",
-           "--set", f"eval.keep_loaded={'true' if keep else 'false'}", "--users", "1",
+           "--set", f"eval.keep_loaded={str(keep_eval).lower()}", "--set", f"train.keep_loaded={str(keep_train).lower()}",
+           "--users", "1",
            "--fold", *[str(f) for f in range(folds)], "--lora", "--gpus", "0" if device == "cuda" else "cpu"]
     t = time.time()
     p = subprocess.run(cmd, cwd=ROOT, env=child_env(), capture_output=True, text=True)
-    res = {"keep_loaded": keep, "rc": p.returncode, "sweep_wall_s": round(time.time() - t, 1),
+    res = {"train_keep_loaded": keep_train, "eval_keep_loaded": keep_eval, "rc": p.returncode, "sweep_wall_s": round(time.time() - t, 1),
            "output": p.stdout[-1500:] + p.stderr[-1500:]}
     if p.returncode:
         return res
@@ -105,8 +111,8 @@ def main(argv=None) -> None:
     p.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
     p.add_argument("--shape", choices=["tiny", "8b"], default="tiny")
     p.add_argument("--folds", type=int, default=3)
-    p.add_argument("--fresh-folds", type=int, default=None, help="folds of the fresh variant (default --folds)")
-    p.add_argument("--variants", nargs="+", choices=["kept", "fresh"], default=["kept", "fresh"])
+    p.add_argument("--fresh-folds", type=int, default=None, help="folds of the other variants (default --folds)")
+    p.add_argument("--variants", nargs="+", choices=list(VARIANTS), default=list(VARIANTS))
     p.add_argument("--episodes", type=int, default=8, help="the test user's episodes (a handful of clicks)")
     p.add_argument("--answer-tokens", type=int, default=24, help="eval.max_new_tokens (a random model never stops)")
     p.add_argument("--cpu-workers", type=int, default=0, help="dataloader_num_workers on the CPU (GPU: as shipped)")
@@ -142,7 +148,7 @@ def main(argv=None) -> None:
         log(f"data and model ready ({time.time() - t0:.0f}s); fold 0 trains on {n} samples")
         for name in a.variants:
             log(f"{name}: {a.folds} folds ...")
-            r = res["variants"][name] = run_variant(cfg_path, cfg, name, name == "kept", a.device,
+            r = res["variants"][name] = run_variant(cfg_path, cfg, name, a.device,
                                                     a.folds if name == "kept" else a.fresh_folds or a.folds)
             log(f"{name}: rc {r['rc']}, {r['sweep_wall_s']} s" + ("" if r["rc"] else "; per fold " + ", ".join(
                 f"{f['wall_s']:.0f} s (fixed {f['fixed_s']:.0f})" for f in r["folds"])))

@@ -26,6 +26,7 @@ from __future__ import annotations
 import os
 import sys
 from pathlib import Path
+from typing import Callable
 
 from .lora_inputs import ENV as LORA_INPUTS_ENV
 from .token_init import ENV as TOKEN_INIT_ENV
@@ -92,10 +93,41 @@ def eval_child(cfg: dict, model: str, adapters: list[str], pairs: list, device: 
     return cmd, child_env(cfg, devices=device)
 
 
-def eval_server(cfg: dict, device: str, reply_fd: int) -> tuple[list[str], dict]:
-    """(command, environment) of a ``python -m eval.serve`` child on ``device``: one eval process that answers a
-    sweep worker's jobs with the base model kept loaded (replies on file descriptor ``reply_fd``)."""
-    return _entry("eval.serve", cfg, "--devices", device, "--reply-fd", str(reply_fd)), child_env(cfg, devices=device)
+def eval_server(cfg: dict, device: str) -> tuple[Callable[[int], list[str]], dict]:
+    """(command given the reply descriptor, environment) of a ``python -m eval.serve`` child on ``device``: one eval
+    process that answers a sweep worker's jobs with the base model kept loaded (data_prep/server.py starts it)."""
+    return (lambda fd: _entry("eval.serve", cfg, "--devices", device, "--reply-fd", str(fd))), child_env(cfg, devices=device)
+
+
+def train_server(reply_fd: int) -> list[str]:
+    """The command of a ``python -m swift_configs.train_serve`` child: a sweep worker's training process, which
+    imports once and forks each run; it is started in the runs' own environment (``child_env`` of the run)."""
+    return [sys.executable, "-m", "swift_configs.train_serve", "--reply-fd", str(reply_fd)]
+
+
+PRELOAD = ("torch", "peft", "transformers.models.qwen2_5_vl.modeling_qwen2_5_vl",
+           "transformers.models.qwen3_vl.modeling_qwen3_vl")
+NVML_CHECK = "PYTORCH_NVML_BASED_CUDA_CHECK"
+
+
+def preload(*more: str) -> float:
+    """Import what a run or an eval imports first (``PRELOAD``, then the modules ``more``) in a kept process before it
+    is given work; returns the seconds. While it imports, torch's "is CUDA available" goes through NVML, so the
+    CUDA driver is not started here (a process forked from this one could not use CUDA otherwise)."""
+    import importlib
+    import time
+
+    t, had = time.time(), os.environ.get(NVML_CHECK)
+    os.environ[NVML_CHECK] = "1"
+    try:
+        for m in (*PRELOAD, *more):
+            importlib.import_module(m)
+    finally:
+        if had is None:
+            os.environ.pop(NVML_CHECK, None)
+        else:
+            os.environ[NVML_CHECK] = had
+    return time.time() - t
 
 
 def apply(cfg: dict) -> None:

@@ -3,7 +3,8 @@ swift_configs/sweep.py starts one per worker when ``eval.keep_loaded`` is true).
 
 Usage: python -m eval.serve --config EXP [--set k=v ...] --devices D --reply-fd N   (started by the sweep)
 
-Reads one JSON request per line on stdin: {"model", "adapters": [...], "pairs": [[data, out], ...], "log": file,
+Imports torch, swift's inference engine and the model classes first (data_prep/procenv.preload: the sweep starts it
+while a worker's first run trains), then reads one JSON request per line on stdin: {"model", "adapters": [...], "pairs": [[data, out], ...], "log": file,
 "park": bool (the base to host memory after the job; false: it stays on the card)}.
 Each is ``eval.job.evaluate`` on the kept engines (eval/engine.py ``Engines``: the base built once, each job's
 LoRA adapter put on and taken off, the base parked as the request says); the process's own output goes to the
@@ -23,6 +24,7 @@ import time
 from data_prep.config import ConfigError, add_config_args, load_experiment
 from data_prep.fingertip import BuildError
 from data_prep.io import dumps
+from data_prep.procenv import preload
 
 from .engine import Engines, EvalError
 from .job import evaluate
@@ -82,6 +84,8 @@ def main(argv=None) -> int:
     except ConfigError as e:
         reply.write(dumps({"ok": False, "error": str(e)}) + "\n")
         return 2
+    took = preload("swift.infer_engine")  # while the sweep's first run trains (it starts this process then)
+    print(f"[eval] kept eval process ready on {a.devices} (imports {took:.1f} s)", flush=True)
     return serve(cfg, a.devices, sys.stdin, reply)
 
 

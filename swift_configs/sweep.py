@@ -6,7 +6,8 @@ run to render and which hold-outs to evaluate on its checkpoint; the stage files
 
 For every job, in a queue served by one worker per GPU (``--workers N`` CPU processes on a CPU box):
 render the swift YAML for the worker's device, `swift sft` (resuming from the last complete
-checkpoint; skipped when TRAINED), then every hold-out of the job not yet DONE evaluated on the same device
+checkpoint; skipped when TRAINED; with ``train.keep_loaded`` forked from the worker's one
+`python -m swift_configs.train_serve` child, which has torch, transformers and swift imported), then every hold-out of the job not yet DONE evaluated on the same device
 (eval resumes from its predictions): with ``eval.keep_loaded`` by the worker's one `python -m eval.serve`
 child, which keeps the base model loaded between jobs and swaps each job's adapter (the base stays on the GPU
 while the next run trains where the preflight leaves room for it, else it goes to host memory: ``eval_park``);
@@ -19,7 +20,6 @@ user_U_summary.json for each user whose K folds are DONE and overall.json when a
 """
 from __future__ import annotations
 
-import json
 import os
 import queue
 import shutil
@@ -32,13 +32,14 @@ from pathlib import Path
 from typing import Callable
 
 from data_prep.config import ROOT, ConfigError
-from data_prep.io import dumps, read_json, write_json
+from data_prep.io import read_json, write_json
 from data_prep.procenv import eval_child, eval_server
 from data_prep.rundir import done, eval_dir, fold_dir, overall_file, run_dir, user_summary, write_marker
+from data_prep.server import LineServer
 from data_prep.summary import overall, summarize_folds
 
 from .generate import Run
-from .train import TrainError, execute, log_tail, preflight, prepare, trained_checkpoint
+from .train import TrainError, TrainServer, execute, log_tail, preflight, prepare, trained_checkpoint
 
 
 @dataclass
@@ -90,46 +91,26 @@ class EvalServer:
     evaluation, fed one job at a time, closed with the worker; a failed or dead one is replaced at the next job."""
 
     def __init__(self, cfg: dict, device: str, env: dict, park: bool = True):
-        self.cfg, self.device, self.env, self.proc, self.replies, self.park = cfg, device, env, None, None, park
+        self.cfg, self.device, self.env, self.park, self.srv = cfg, device, env, park, LineServer()
 
-    def _start(self, log: Path) -> None:
-        r, w = os.pipe()
-        cmd, child = eval_server(self.cfg, self.device, w)
-        with open(log, "a", encoding="utf-8") as f:
-            self.proc = subprocess.Popen(cmd, env={**child, **self.env}, stdin=subprocess.PIPE, stdout=f,
-                                         stderr=subprocess.STDOUT, cwd=ROOT, pass_fds=(w,), text=True)
-        os.close(w)
-        self.replies = os.fdopen(r, "r", encoding="utf-8")
+    def warm(self, log: Path) -> None:
+        """Start the process if none runs (it imports while the caller's run trains)."""
+        if not self.srv.alive():
+            cmd_for_fd, child = eval_server(self.cfg, self.device)
+            self.srv.start(cmd_for_fd, {**child, **self.env}, log)
 
     def evaluate(self, model: str, adapters: list[str], pairs: list, log: Path, what: str) -> dict:
-        if self.proc is None or self.proc.poll() is not None:
-            self._start(log)
+        self.warm(log)
         req = {"model": str(model), "adapters": [str(a) for a in adapters],
                "pairs": [[str(d), str(o)] for d, o in pairs], "log": str(log), "park": self.park}
-        try:
-            self.proc.stdin.write(dumps(req) + "\n")
-            self.proc.stdin.flush()
-            line = self.replies.readline()
-        except OSError:
-            line = ""
-        ans = json.loads(line) if line.strip() else {"ok": False, "error": f"the eval process ended (exit {self.proc.wait()})"}
+        ans = self.srv.ask(req) or {"ok": False, "error": f"the eval process ended (exit {self.srv.exit_code()})"}
         if not ans["ok"]:
             self.close()
             raise TrainError(f"eval failed for {what}: {ans['error']}; see {log}:\n{log_tail(log)}")
         return ans
 
     def close(self) -> None:
-        if self.proc is not None:
-            try:
-                self.proc.stdin.close()
-            except OSError:
-                pass
-            try:
-                self.proc.wait(timeout=60)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-            self.replies.close()
-        self.proc = None
+        self.srv.close()
 
 
 def eval_park(cfg: dict, est: dict | None, gpus: list[str]) -> bool:
@@ -148,19 +129,22 @@ def eval_park(cfg: dict, est: dict | None, gpus: list[str]) -> bool:
     return park
 
 
-def run_job(cfg: dict, job: Job, device: str, env: dict, tag: str, server: EvalServer | None = None) -> dict[int, dict]:
-    """Train ``job`` on ``device`` (or resume it), evaluate its hold-outs (by ``server`` if given), mark them;
-    {user: metrics}."""
+def run_job(cfg: dict, job: Job, device: str, env: dict, tag: str, server: EvalServer | None = None,
+            trainer: TrainServer | None = None) -> dict[int, dict]:
+    """Train ``job`` on ``device`` (or resume it; forked from ``trainer`` if given), evaluate its hold-outs (by
+    ``server`` if given), mark them; {user: metrics}."""
     run = job.render(device)
     if done(run.run_dir).exists():
         return {t.user: read_json(eval_dir(t.folder) / "metrics.json") for t in job.targets}
     t0 = time.time()
     todo = prepare(run)
+    if server is not None and any(not done(t.folder).exists() for t in job.targets):
+        server.warm(run.run_dir / "eval.log")  # its imports overlap this run's training
     if todo is not None:
         how = ("resuming " + Path(todo.args["resume_from_checkpoint"]).name
                if "resume_from_checkpoint" in todo.args else "fresh")
         print(f"[{tag}] {job.label}: training on {device} ({how})", flush=True)
-        execute(todo, extra_env=env, echo=False)
+        execute(todo, extra_env=env, echo=False, server=trainer)
     t1 = time.time()
     ckpt = trained_checkpoint(run.run_dir)
     lora = run.args.get("tuner_type") != "full"
@@ -274,13 +258,12 @@ def sweep(cfg: dict, jobs: list[Job], a, gl: list[str], slots: list[str], tag: s
     park = eval_park(cfg, est, sorted(set(slots))) if gl and cfg["eval"]["keep_loaded"] else True
 
     def do(job, device, env):
-        server = None
-        if cfg["eval"]["keep_loaded"]:
-            if getattr(local, "server", None) is None:
-                local.server = EvalServer(cfg, device, env, park)
-                servers.append(local.server)
-            server = local.server
-        return (f"[{tag}] {job.label}: {acc_line(run_job(cfg, job, device, env, tag, server))}  "
+        if not getattr(local, "started", False):  # this worker's kept processes (each started at its first use)
+            local.started = True
+            local.trainer = TrainServer() if cfg["train"]["keep_loaded"] else None
+            local.server = EvalServer(cfg, device, env, park) if cfg["eval"]["keep_loaded"] else None
+            servers.extend(s for s in (local.trainer, local.server) if s is not None)
+        return (f"[{tag}] {job.label}: {acc_line(run_job(cfg, job, device, env, tag, local.server, local.trainer))}  "
                 f"({time.time() - t0:.0f}s)")
 
     def summarise():

@@ -23,8 +23,9 @@ from pathlib import Path
 from data_prep import rundir
 from data_prep.config import ROOT, ConfigError, add_config_args, load_experiment
 from data_prep.io import write_json
-from data_prep.procenv import child_env
+from data_prep.procenv import child_env, train_server
 from data_prep.rundir import latest_checkpoint, marker_checkpoint, write_marker
+from data_prep.server import LineServer
 
 from .generate import Run, gpu_list, missing_packages, render
 
@@ -117,8 +118,40 @@ def log_tail(log: Path, n: int = 15) -> str:
     return "\n".join(log.read_text(encoding="utf-8", errors="replace").splitlines()[-n:]) if log.exists() else ""
 
 
-def execute(run: Run, log_name: str = "train.log", extra_env: dict | None = None, echo: bool = True) -> Path:
-    """Run swift sft for a prepared run; on success write TRAINED and return the final checkpoint."""
+class TrainServer:
+    """A sweep worker's training process (swift_configs/train_serve.py; ``train.keep_loaded``): torch, transformers
+    and swift imported once, each run forked from it. Started at the worker's first run in that run's environment;
+    a run in another environment restarts it; a run that needs torchrun, or a server that cannot start (it says
+    why, once), runs as a fresh process."""
+
+    def __init__(self):
+        self.srv, self.env, self.off = LineServer(), None, None
+
+    def run(self, run: Run, env: dict, log: Path) -> int | None:
+        """The exit code of ``run`` forked from the kept process; None where it is not (run it fresh)."""
+        if self.off or "NPROC_PER_NODE" in env or "NNODES" in env:
+            return None
+        if not self.srv.alive() or env != self.env:
+            self.srv.start(train_server, env, log)
+            self.env = env
+            ready = self.srv.read()
+            if not (ready and ready.get("ready")):
+                self.off = ready["error"] if ready else f"it ended with exit {self.srv.exit_code()}, see {log}"
+                self.srv.close()
+                print(f"[train] runs start as fresh processes: the kept training process did not start ({self.off})",
+                      flush=True)
+                return None
+        ans = self.srv.ask({"yaml": str(run.yaml_path), "cwd": str(run.run_dir), "log": str(log)})
+        return ans["rc"] if ans is not None else (self.srv.exit_code() or -1)
+
+    def close(self) -> None:
+        self.srv.close()
+
+
+def execute(run: Run, log_name: str = "train.log", extra_env: dict | None = None, echo: bool = True,
+            server: TrainServer | None = None) -> Path:
+    """Run swift sft for a prepared run (forked from ``server`` where it can); on success write TRAINED and return
+    the final checkpoint."""
     require_packages(run)
     env = child_env(**run.env, **run.proc_env, **(extra_env or {}))  # the YAML's ENV wins over an inherited value
     log = run.run_dir / log_name
@@ -127,9 +160,12 @@ def execute(run: Run, log_name: str = "train.log", extra_env: dict | None = None
               f"log: {log})", flush=True)
     t0 = time.time()
     with open(log, "a", encoding="utf-8") as f:
-        f.write(f"\n===== {time.strftime('%Y-%m-%d %H:%M:%S')} {' '.join(run.command())}\n")
-        f.flush()
-        rc = subprocess.run(run.command(), env=env, stdout=f, stderr=subprocess.STDOUT, cwd=run.run_dir).returncode
+        f.write(f"\n===== {time.strftime('%Y-%m-%d %H:%M:%S')} {' '.join(run.command())}"
+                f"{'  (forked from the kept training process)' if server is not None else ''}\n")
+    rc = server.run(run, env, log) if server is not None else None
+    if rc is None:
+        with open(log, "a", encoding="utf-8") as f:
+            rc = subprocess.run(run.command(), env=env, stdout=f, stderr=subprocess.STDOUT, cwd=run.run_dir).returncode
     if rc != 0:
         raise TrainError(f"swift sft failed (exit {rc}) in {run.run_dir}; last lines of {log}:\n{log_tail(log)}")
     ckpt = final_checkpoint(run.run_dir)

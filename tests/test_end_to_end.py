@@ -337,6 +337,28 @@ def test_person_kfold_kill_and_resume(e2e):
 
 
 @TRAINED
+def test_forked_run_trains_as_a_fresh_process(e2e, tmp_path):
+    """train.keep_loaded (shipped): a sweep's runs are forked from one process that imported torch, transformers and
+    swift (swift_configs/train_serve.py). The same fold trained by a fresh `swift sft` process (keep_loaded false)
+    logs the same losses step by step, and scores the same hold-out metrics."""
+    cfg = e2e["cfg"]
+    fold = run_dir(cfg, "person_lora", "user_2", "fold_0")
+    if not (fold / "DONE").exists():  # run alone: train and evaluate that fold first
+        run_cli("-m", "swift_configs.train", "--config", e2e["path"], *e2e["ov"], "--full")
+        run_cli("-m", "swift_configs.person", "--config", e2e["path"], *e2e["ov"], "--users", "2", "--fold", "0")
+    assert "(forked from the kept training process)" in (fold / "train.log").read_text()
+    base = yaml.safe_load((run_dir(cfg, "global_full") / "DONE").read_text())["checkpoint"]
+    run_cli("-m", "swift_configs.person", "--config", e2e["path"], *e2e["ov"], "--users", "2", "--fold", "0",
+            "--set", f"paths.runs={tmp_path}", "--set", f"train.person_base={base}", "--set", "train.keep_loaded=false")
+    fresh = run_dir(load_experiment(e2e["path"], [f"paths.runs={tmp_path}"]), "person_lora", "user_2", "fold_0")
+    assert "(forked from the kept training process)" not in (fresh / "train.log").read_text()
+    losses = lambda d: [(r["global_step/max_steps"], r["loss"]) for r in map(json.loads, (d / "logging.jsonl").read_text().splitlines()) if "loss" in r]  # noqa: E731,E501
+    assert losses(fold) and losses(fold) == losses(fresh)
+    metrics = lambda d: json.loads((d / "eval" / "metrics.json").read_text())["pigg"]  # noqa: E731
+    assert metrics(fold) == metrics(fresh)
+
+
+@TRAINED
 def test_merged_personal_model_answers_as_its_adapter(e2e, tmp_path):
     """scripts/7_export.sh merges a fold's LoRA into its base (swift export --merge_lora): the merged folder,
     evaluated alone, gives the answers the adapter gave on the fold's hold-out; a re-run keeps it."""
@@ -384,7 +406,7 @@ def test_eval_server_says_a_failed_job_and_serves_the_next(e2e, tmp_path):
     try:
         with pytest.raises(TrainError, match="no such eval file"):
             srv.evaluate(e2e["model"], [], [(tmp_path / "missing.jsonl", tmp_path / "o1")], log, "a bad job")
-        assert srv.proc is None and "no such eval file" in log.read_text()
+        assert not srv.srv.alive() and "no such eval file" in log.read_text()
         data = Path(e2e["cfg"]["paths"]["data"]) / "swift" / "user_2" / "fold_0" / "test.jsonl"
         first = srv.evaluate(e2e["model"], [], [(data, tmp_path / "o2")], log, "job 2")
         second = srv.evaluate(e2e["model"], [], [(data, tmp_path / "o3")], log, "job 3")
