@@ -10,7 +10,8 @@ Usage: python -m swift_configs.train_serve --reply-fd N   (started by the sweep,
 Why a fork is the same run: this process is started with exactly the environment a fresh run would get
 (``child_env`` of the run, data_prep/procenv.py; a run whose environment differs gets a new server), does nothing
 but the imports a run does first, and never touches a GPU (it checks: CUDA not initialised; torch's CUDA check goes
-through NVML while it imports, so the driver is not started either). Each child then starts where a fresh run would
+through NVML while it imports, so the driver is not started either), and where GPUs are visible it first forks a probe
+that starts CUDA and adds on the GPU: if that fails it says why and the sweep runs each run fresh. Each child then starts where a fresh run would
 be after its imports: it chdirs to the run folder, appends its output to the run's log, reads nothing from stdin,
 and runs sft_main with the YAML. Seeds come from the YAML (swift sets them), as in a fresh process.
 
@@ -37,6 +38,38 @@ def cuda_started() -> bool:
     import torch
 
     return torch.cuda.is_initialized()
+
+
+def forked_cuda_problem() -> str | None:
+    """Where GPUs are visible: whether a child forked from this process can use CUDA (it starts a context, adds on
+    the GPU and exits); the reason it cannot, None if it can or no GPU is visible."""
+    if not os.environ.get("CUDA_VISIBLE_DEVICES", "").strip():
+        return None
+    r, w = os.pipe()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    pid = os.fork()
+    if pid == 0:
+        os.close(r)
+        msg = b""
+        try:
+            import torch
+
+            x = torch.ones(1, device="cuda") + 1
+            torch.cuda.synchronize()
+            if x.item() != 2:
+                msg = b"a forked child computed a wrong value on the GPU"
+        except BaseException as e:  # noqa: BLE001 - said to the parent
+            msg = f"{type(e).__name__}: {e}".encode()[:2000]
+        os.write(w, msg)
+        os._exit(0)
+    os.close(w)
+    with os.fdopen(r, "rb") as f:
+        msg = f.read().decode(errors="replace")
+    _, status = os.waitpid(pid, 0)
+    if not msg and os.waitstatus_to_exitcode(status) != 0:
+        msg = f"the CUDA probe ended with exit {os.waitstatus_to_exitcode(status)}"
+    return msg or None
 
 
 def run_child(req: dict) -> None:
@@ -94,6 +127,9 @@ def main(argv=None) -> int:
         took = preload(*SFT_MODULES)
         if cuda_started():
             raise RuntimeError("CUDA was initialised while importing: runs cannot be forked from this process")
+        problem = forked_cuda_problem()
+        if problem:
+            raise RuntimeError(f"a child forked from this process cannot use CUDA ({problem})")
     except Exception as e:  # noqa: BLE001 - said to the sweep, which then starts each run fresh
         reply.write(json.dumps({"ready": False, "error": f"{type(e).__name__}: {e}"}) + "\n")
         reply.flush()

@@ -358,3 +358,22 @@ def test_a_finished_training_run_stops_its_leftover_workers():
     t = time.time()
     assert end_children() >= 2 and not any(k.is_alive() for k in kids) and time.time() - t < 5
     assert end_children() == 0
+
+
+def test_kept_training_process_that_cannot_fork_cuda_leaves_runs_to_fresh_processes(tmp_path, capsys):
+    """train.keep_loaded where GPUs are listed: swift_configs/train_serve.py forks a CUDA probe before it takes runs.
+    Here a GPU is listed and none exists (as on any box without a driver): the probe fails, the server says why and
+    the sweep's runs go to fresh processes (run() returns None) instead of failing forked."""
+    from types import SimpleNamespace
+
+    from data_prep.procenv import child_env
+    from swift_configs.train import TrainServer
+
+    srv, run = TrainServer(), SimpleNamespace(yaml_path=tmp_path / "swift.yaml", run_dir=tmp_path)
+    try:
+        assert srv.run(run, child_env(devices="0"), tmp_path / "train.log") is None
+    finally:
+        srv.close()
+    assert "a child forked from this process cannot use CUDA" in srv.off and "NVIDIA driver" in srv.off
+    assert "runs start as fresh processes" in capsys.readouterr().out
+    assert srv.run(run, child_env(devices="0"), tmp_path / "train.log") is None  # said once, then fresh at once
