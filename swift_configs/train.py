@@ -118,6 +118,9 @@ def log_tail(log: Path, n: int = 15) -> str:
     return "\n".join(log.read_text(encoding="utf-8", errors="replace").splitlines()[-n:]) if log.exists() else ""
 
 
+FORKED = "[train] this run is forked from the kept training process"  # the log line of a forked run
+
+
 class TrainServer:
     """A sweep worker's training process (swift_configs/train_serve.py; ``train.keep_loaded``): torch, transformers
     and swift imported once, each run forked from it. Started at the worker's first run in that run's environment;
@@ -141,6 +144,8 @@ class TrainServer:
                 print(f"[train] runs start as fresh processes: the kept training process did not start ({self.off})",
                       flush=True)
                 return None
+        with open(log, "a", encoding="utf-8") as f:
+            f.write(f"{FORKED} (pid {self.srv.proc.pid})\n")
         ans = self.srv.ask({"yaml": str(run.yaml_path), "cwd": str(run.run_dir), "log": str(log)})
         return ans["rc"] if ans is not None else (self.srv.exit_code() or -1)
 
@@ -160,8 +165,7 @@ def execute(run: Run, log_name: str = "train.log", extra_env: dict | None = None
               f"log: {log})", flush=True)
     t0 = time.time()
     with open(log, "a", encoding="utf-8") as f:
-        f.write(f"\n===== {time.strftime('%Y-%m-%d %H:%M:%S')} {' '.join(run.command())}"
-                f"{'  (forked from the kept training process)' if server is not None else ''}\n")
+        f.write(f"\n===== {time.strftime('%Y-%m-%d %H:%M:%S')} {' '.join(run.command())}\n")
     rc = server.run(run, env, log) if server is not None else None
     if rc is None:
         with open(log, "a", encoding="utf-8") as f:

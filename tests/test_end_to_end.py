@@ -342,16 +342,18 @@ def test_forked_run_trains_as_a_fresh_process(e2e, tmp_path):
     swift (swift_configs/train_serve.py). The same fold trained by a fresh `swift sft` process (keep_loaded false)
     logs the same losses step by step, and scores the same hold-out metrics."""
     cfg = e2e["cfg"]
+    from swift_configs.train import FORKED
+
     fold = run_dir(cfg, "person_lora", "user_2", "fold_0")
     if not (fold / "DONE").exists():  # run alone: train and evaluate that fold first
         run_cli("-m", "swift_configs.train", "--config", e2e["path"], *e2e["ov"], "--full")
         run_cli("-m", "swift_configs.person", "--config", e2e["path"], *e2e["ov"], "--users", "2", "--fold", "0")
-    assert "(forked from the kept training process)" in (fold / "train.log").read_text()
+    assert FORKED in (fold / "train.log").read_text()
     base = yaml.safe_load((run_dir(cfg, "global_full") / "DONE").read_text())["checkpoint"]
     run_cli("-m", "swift_configs.person", "--config", e2e["path"], *e2e["ov"], "--users", "2", "--fold", "0",
             "--set", f"paths.runs={tmp_path}", "--set", f"train.person_base={base}", "--set", "train.keep_loaded=false")
     fresh = run_dir(load_experiment(e2e["path"], [f"paths.runs={tmp_path}"]), "person_lora", "user_2", "fold_0")
-    assert "(forked from the kept training process)" not in (fresh / "train.log").read_text()
+    assert FORKED not in (fresh / "train.log").read_text()
     losses = lambda d: [(r["global_step/max_steps"], r["loss"]) for r in map(json.loads, (d / "logging.jsonl").read_text().splitlines()) if "loss" in r]  # noqa: E731,E501
     assert losses(fold) and losses(fold) == losses(fresh)
     metrics = lambda d: json.loads((d / "eval" / "metrics.json").read_text())["pigg"]  # noqa: E731
