@@ -19,7 +19,7 @@ Qwen2.5-VL are transformers' own classes and need none of it, so the harness tur
 experiment says ``model.trust_remote_code: true``: in this process by ``set_trust_remote_code``, in a
 ``swift sft`` / ``swift export`` child through swift's own ``external_plugins`` (``PLUGINS``: plugins/remote_code.py
 reads ``PIGG_TRUST_REMOTE_CODE``). A folder that needs its own code then fails to load with transformers' error.
-Imports no torch (swift only inside set_trust_remote_code).
+Imports no torch (torch and swift only inside functions: set_trust_remote_code, preload).
 """
 from __future__ import annotations
 

@@ -7,7 +7,8 @@ run to render and which hold-outs to evaluate on its checkpoint; the stage files
 For every job, in a queue served by one worker per GPU (``--workers N`` CPU processes on a CPU box):
 render the swift YAML for the worker's device, `swift sft` (resuming from the last complete
 checkpoint; skipped when TRAINED; with ``train.keep_loaded`` forked from the worker's one
-`python -m swift_configs.train_serve` child, which has torch, transformers and swift imported), then every hold-out of the job not yet DONE evaluated on the same device
+`python -m swift_configs.train_serve` child, which has torch, transformers and swift imported), then every
+hold-out of the job not yet DONE evaluated on the same device
 (eval resumes from its predictions): with ``eval.keep_loaded`` by the worker's one `python -m eval.serve`
 child, which keeps the base model loaded between jobs and swaps each job's adapter (the base stays on the GPU
 while the next run trains where the preflight leaves room for it, else it goes to host memory: ``eval_park``);
