@@ -10,15 +10,16 @@ Usage: python -m swift_configs.train_serve --reply-fd N   (started by the sweep,
 Why a fork is the same run: this process is started with exactly the environment a fresh run would get
 (``child_env`` of the run, data_prep/procenv.py; a run whose environment differs gets a new server), does nothing
 but the imports a run does first, and never touches a GPU (it checks: CUDA not initialised; torch's CUDA check goes
-through NVML while it imports, so the driver is not started either), and where GPUs are visible it first forks a probe
-that starts CUDA and adds on the GPU: if that fails it says why and the sweep runs each run fresh. Each child then starts where a fresh run would
-be after its imports: it chdirs to the run folder, appends its output to the run's log, reads nothing from stdin,
+through NVML while it imports, so the driver is not started either). Where GPUs are visible it first forks a probe
+that starts CUDA and adds on the GPU: if that fails it says why and the sweep runs each run fresh. Each child then
+starts where a fresh run would be after its imports: it chdirs to the run folder, appends its output to the run's log, reads nothing from stdin,
 and runs sft_main with the YAML. Seeds come from the YAML (swift sets them), as in a fresh process.
 
 Protocol: first a line on file descriptor N: {"ready": true, "preload_s"} (or {"ready": false, "error"}: the sweep
 then starts each run fresh). Then one JSON request per line on stdin: {"yaml", "cwd", "log"}; each answered on N
-with {"rc": exit code of the run's child (negative: killed by that signal)}. Ends at the end of its input; killed,
-its running child is killed with it (same process group: a launcher's kill reaches both).
+with {"rc": exit code of the run's child (negative: killed by that signal)}. Ends at the end of its input. It and its
+running child share the launcher's process group: Ctrl-C in tmux, or killing the group, stops both (the run then
+resumes from its last checkpoint at the next launch).
 """
 from __future__ import annotations
 
@@ -28,7 +29,7 @@ import os
 import sys
 import traceback
 
-from data_prep.procenv import preload
+from data_prep.procenv import NVML_CHECK, preload
 
 # what swift.cli.sft imports before it parses a run's arguments (sft_main runs it), beside data_prep/procenv.PRELOAD
 SFT_MODULES = ("swift.cli.main", "swift.cli.utils", "swift.ray_utils", "swift.pipelines.train.sft")
@@ -40,10 +41,28 @@ def cuda_started() -> bool:
     return torch.cuda.is_initialized()
 
 
+def gpus_counted() -> int:
+    """GPUs torch sees, counted through NVML (no CUDA started here); 0 on a box without a driver."""
+    import torch
+
+    had = os.environ.get(NVML_CHECK)
+    os.environ[NVML_CHECK] = "1"
+    try:
+        return torch.cuda.device_count()
+    finally:
+        if had is None:
+            os.environ.pop(NVML_CHECK, None)
+        else:
+            os.environ[NVML_CHECK] = had
+
+
 def forked_cuda_problem() -> str | None:
     """Where GPUs are visible: whether a child forked from this process can use CUDA (it starts a context, adds on
     the GPU and exits); the reason it cannot, None if it can or no GPU is visible."""
-    if not os.environ.get("CUDA_VISIBLE_DEVICES", "").strip():
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if visible is not None and not visible.strip():  # the sweep's CPU runs: every GPU hidden
+        return None
+    if visible is None and not gpus_counted():
         return None
     r, w = os.pipe()
     sys.stdout.flush()
