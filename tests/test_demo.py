@@ -23,8 +23,9 @@ SHORT = dict(users__test="1-2", users__global="4-12", train__global_overrides__n
 
 
 @pytest.mark.xdist_group("demo")
-def test_demo_shows_piggs_ordering(tmp_path):
-    cfg = write_experiment(tmp_path, name="demo_short", **SHORT)
+def test_demo_shows_piggs_ordering(tmp_path, tiny_model):
+    # the session's tiny model: what demo.sh's stage 2 builds, byte for byte (same script, same defaults and seed)
+    cfg = write_experiment(tmp_path, name="demo_short", paths__model=str(tiny_model), **SHORT)
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     p = subprocess.run(["bash", "scripts/demo.sh", "--config", str(cfg)], cwd=ROOT, env=env,
                        capture_output=True, text=True, timeout=900)
@@ -67,7 +68,7 @@ def test_demo_shows_piggs_ordering(tmp_path):
     # fold evaluated with its own tag, summaries and the report's side-by-side rows and intervals. Two steps each:
     # the path, not the learning (issue 23: the tiny model needs far more steps to use a tag)
     p3 = subprocess.run(["bash", "scripts/4b_finetune_user_tokens.sh", "cpu", "--kind", "special", "pooled",
-                         "--workers", "2", "--config", str(cfg), "max_steps=2"], cwd=ROOT, env=env,
+                         "--workers", "1", "--config", str(cfg), "max_steps=2"], cwd=ROOT, env=env,
                         capture_output=True, text=True, timeout=900)
     assert p3.returncode == 0, p3.stdout[-3000:] + p3.stderr[-3000:]
     assert "6 to run" in p3.stdout and "special: overall over 2 users" in p3.stdout
@@ -141,16 +142,16 @@ def user_token_rows_and_ids(data, run):
 
 
 @pytest.mark.xdist_group("demo25")
-def test_demo_on_qwen25_shows_piggs_ordering(tmp_path):
+def test_demo_on_qwen25_shows_piggs_ordering(tmp_path, tiny25):
     """The same protocol on a tiny Qwen2.5-VL (answers in pixels of the resized screenshot), shortened:
     Vanilla < Global < Global+Personalized on the 0-1000 grid, answers exported in the family's pixels."""
-    cfg = write_experiment(tmp_path, name="demo25_short", model__family="qwen2_5_vl", **SHORT)
+    cfg = write_experiment(tmp_path, name="demo25_short", model__family="qwen2_5_vl", paths__model=str(tiny25), **SHORT)
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     p = subprocess.run(["bash", "scripts/demo.sh", "--config", str(cfg)], cwd=ROOT, env=env,
                        capture_output=True, text=True, timeout=900)
     assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
     assert "tiny random model (qwen2_5_vl)" in p.stdout
-    assert json.loads((tmp_path / "model" / "config.json").read_text())["model_type"] == "qwen2_5_vl"
+    assert json.loads((tiny25 / "config.json").read_text())["model_type"] == "qwen2_5_vl"
     row = json.loads((tmp_path / "data" / "swift_qwen2_5_vl" / "user_1" / "all.jsonl").open().readline())
     assert "absolute pixel" in row["messages"][0]["content"]
     o = pd.read_csv(tmp_path / "runs" / "demo25_short" / "report" / "overall.csv").set_index("role")
