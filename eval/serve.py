@@ -4,8 +4,9 @@ swift_configs/sweep.py starts one per worker when ``eval.keep_loaded`` is true).
 Usage: python -m eval.serve --config EXP [--set k=v ...] --devices D --reply-fd N   (started by the sweep)
 
 Imports torch, swift's inference engine and the model classes first (data_prep/procenv.preload: the sweep starts it
-while a worker's first run trains), then reads one JSON request per line on stdin: {"model", "adapters": [...], "pairs": [[data, out], ...], "log": file,
-"park": bool (the base to host memory after the job; false: it stays on the card)}.
+while a worker's first run trains), then reads one JSON request per line on stdin: {"model", "adapters": [...],
+"pairs": [[data, out], ...], "log": file, "park": bool (the base to host memory after the job; false: it stays on
+the card)}.
 Each is ``eval.job.evaluate`` on the kept engines (eval/engine.py ``Engines``: the base built once, each job's
 LoRA adapter put on and taken off, the base parked as the request says); the process's own output goes to the
 request's log (the engine's load time: the job's eval_stats.json). Answers each request with one JSON line on file

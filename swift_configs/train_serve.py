@@ -12,8 +12,8 @@ Why a fork is the same run: this process is started with exactly the environment
 but the imports a run does first, and never touches a GPU (it checks: CUDA not initialised; torch's CUDA check goes
 through NVML while it imports, so the driver is not started either). Where GPUs are visible it first forks a probe
 that starts CUDA and adds on the GPU: if that fails it says why and the sweep runs each run fresh. Each child then
-starts where a fresh run would be after its imports: it chdirs to the run folder, appends its output to the run's log, reads nothing from stdin,
-and runs sft_main with the YAML. Seeds come from the YAML (swift sets them), as in a fresh process.
+starts where a fresh run would be after its imports: it chdirs to the run folder, appends its output to the run's
+log, reads nothing from stdin, and runs sft_main with the YAML. Seeds come from the YAML (swift sets them), as in a fresh process.
 
 Protocol: first a line on file descriptor N: {"ready": true, "preload_s"} (or {"ready": false, "error"}: the sweep
 then starts each run fresh). Then one JSON request per line on stdin: {"yaml", "cwd", "log"}; each answered on N
@@ -29,7 +29,7 @@ import os
 import sys
 import traceback
 
-from data_prep.procenv import NVML_CHECK, preload
+from data_prep.procenv import preload
 
 # what swift.cli.sft imports before it parses a run's arguments (sft_main runs it), beside data_prep/procenv.PRELOAD
 SFT_MODULES = ("swift.cli.main", "swift.cli.utils", "swift.ray_utils", "swift.pipelines.train.sft")
@@ -42,18 +42,11 @@ def cuda_started() -> bool:
 
 
 def gpus_counted() -> int:
-    """GPUs torch sees, counted through NVML (no CUDA started here); 0 on a box without a driver."""
+    """GPUs torch sees; 0 on a box without a driver. torch.cuda.device_count() asks NVML first and starts no CUDA
+    where NVML answers (its own note: it does not poison a fork then)."""
     import torch
 
-    had = os.environ.get(NVML_CHECK)
-    os.environ[NVML_CHECK] = "1"
-    try:
-        return torch.cuda.device_count()
-    finally:
-        if had is None:
-            os.environ.pop(NVML_CHECK, None)
-        else:
-            os.environ[NVML_CHECK] = had
+    return torch.cuda.device_count()
 
 
 def forked_cuda_problem() -> str | None:

@@ -135,7 +135,6 @@ def test_flash_attention_asked_for_and_missing_is_said_before_anything_loads(fak
     assert "t.yaml: eval.overrides) needs the flash_attn module" in err
 
 
-
 def test_flash_attention_4_variable_length_kernel_gets_int_lengths(monkeypatch):
     """data_prep/plugins/flash_varlen.py (every swift sft imports it): where flash-attn-4 is installed, the longest row
     that transformers 5.17 passes its variable-length kernel as a 0-d tensor arrives as an int (flash-attn-4's CuTe
