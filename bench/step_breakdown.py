@@ -31,6 +31,12 @@ TIMER = Path(__file__).resolve().parent / "plugins" / "step_timer.py"
 LORA_INPUTS = ROOT / "data_prep" / "plugins" / "lora_inputs.py"  # active only with PIGG_LORA_AUTOCAST_INPUTS=1
 VARIANTS = {  # name -> (swift keys on top of the person template, environment); the recipe never changes here
     "shipped": ([], {}),
+    # what was shipped before the fused LoRA add and the vision cache
+    "before": ([], {"PIGG_LORA_FUSED_ADD": "0", "PIGG_VISION_CACHE_GIB": "0"}),
+    "before_again": ([], {"PIGG_LORA_FUSED_ADD": "0", "PIGG_VISION_CACHE_GIB": "0"}),
+    "fused": ([], {"PIGG_LORA_FUSED_ADD": "1", "PIGG_VISION_CACHE_GIB": "0"}),
+    "vcache": ([], {"PIGG_LORA_FUSED_ADD": "0", "PIGG_VISION_CACHE_GIB": "8"}),
+    "shipped_profiled": ([], {"PIGG_STEP_PROFILE": "14:17"}),  # epoch 2 with --episodes 45 (8 steps an epoch)
     "shipped_again": ([], {}),  # the same run again: Triton's kernel cache (~/.triton) now warm
     "profiled": ([], {"PIGG_STEP_PROFILE": "10:13"}),  # torch.profiler over steps 10-12: the kernel table
     "workers0": (["dataloader_num_workers=0"], {}),
@@ -54,8 +60,9 @@ def log(msg: str) -> None:
     print(f"[step_breakdown {time.strftime('%H:%M:%S')}] {msg}", flush=True)
 
 
-def summarize(timer: dict, skip: int = 2) -> dict:
-    """Medians of each phase over the steps after ``skip``; the median step's tokens/s and MFU; stalls."""
+def summarize(timer: dict, skip: int = 2, steps_per_epoch: int | None = None) -> dict:
+    """Medians of each phase over the steps after ``skip``; the median step's tokens/s and MFU; stalls; the median
+    step's tokens/s per epoch (``steps_per_epoch``) and over the whole run."""
     steps = timer["steps"][skip:] or timer["steps"]
     if not steps:
         return {"error": "no steps recorded"}
@@ -65,6 +72,11 @@ def summarize(timer: dict, skip: int = 2) -> dict:
     tokens = statistics.median(s["tokens"] for s in steps)
     fl = statistics.median(s["flops"] for s in steps)
     peak = timer.get("peak_matmul_tflops")
+    by_epoch = {}
+    for st, w in zip(steps, wall):
+        by_epoch.setdefault((st["step"] - 1) // steps_per_epoch if steps_per_epoch else 0, []).append(st["tokens"] / w)
+    out["epoch_median_tokens_per_s"] = {str(e): statistics.median(v) for e, v in sorted(by_epoch.items())}
+    out["run_tokens_per_s"] = sum(s["tokens"] for s in steps) / sum(wall)  # every step after the first two
     out.update(steps=len(steps), median_step_s=med, tokens_per_step=tokens, median_step_tokens_per_s=tokens / med,
                flops_per_step=fl, peak_matmul_tflops=peak, mfu=peak and fl / med / (peak * 1e12),
                gpu_only_mfu=peak and fl / out["gpu_step_s"] / (peak * 1e12),
@@ -94,8 +106,12 @@ def run_variant(cfg: dict, model: Path, device: str, steps: int, name: str, extr
     _, peak = read_train_log(run.run_dir / "logging.jsonl")
     logs = [json.loads(x) for x in (run.run_dir / "logging.jsonl").read_text().splitlines()]
     res["losses"] = [float(x["loss"]) for x in logs if "loss" in x]  # same seed and data: variants comparable
+    res["notes"] = [ln.strip() for ln in output.splitlines() if "[pigg]" in ln][-5:]  # e.g. the vision cache's count
     med = median_step_s(marks)
-    res.update(summarize(timer), swift_median_step_s=med, peak_reserved_gib=peak,
+    n_train = sum(1 for _ in open(run.args["dataset"][0], encoding="utf-8"))
+    spe = -(-n_train // run.args["per_device_train_batch_size"])
+    res.update(summarize(timer, steps_per_epoch=spe), train_samples=n_train, steps_per_epoch=spe,
+               swift_median_step_s=med, peak_reserved_gib=peak,
                first_step_mark_s=marks[0][1] if marks else None, timer_steps=timer["steps"],
                batch=run.args["per_device_train_batch_size"] * run.args["gradient_accumulation_steps"],
                params=timer["params"], profile=timer.get("profile"))
@@ -104,16 +120,19 @@ def run_variant(cfg: dict, model: Path, device: str, steps: int, name: str, extr
 
 def table(res: dict) -> str:
     rows = ["| variant | tokens/s (median step) | MFU | data | vision | LM fwd+bwd | optimizer | other | "
-            "slowest/median | swift median step | peak GiB |", "|" + "---|" * 11]
+            "slowest/median | swift median step | peak GiB | tokens/s by epoch (median step) | whole run |",
+            "|" + "---|" * 13]
     for name, r in res["variants"].items():
         if "error" in r:
-            rows.append(f"| {name} | failed | | | | | | | | | |")
+            rows.append(f"| {name} | failed | | | | | | | | | | | |")
             continue
         ms = lambda k: f"{r[k] * 1e3:.0f} ms ({r['share'][k]:.0%})"  # noqa: E731
         rows.append(f"| {name} | {r['median_step_tokens_per_s']:,.0f} | {r['mfu'] or 0:.2f} | {ms('data_s')} | "
                     f"{ms('vision_s')} | {ms('lm_fwd_bwd_s')} | {ms('optimizer_s')} | {ms('other_s')} | "
                     f"{r['slowest_over_median']:.2f} | {(r['swift_median_step_s'] or 0) * 1e3:.0f} ms | "
-                    f"{r['peak_reserved_gib']} |")
+                    f"{r['peak_reserved_gib']} | "
+                    + " / ".join(f"{v:,.0f}" for v in r["epoch_median_tokens_per_s"].values())
+                    + f" | {r['run_tokens_per_s']:,.0f} |")
     return "\n".join(rows)
 
 
@@ -123,6 +142,8 @@ def main(argv=None) -> None:
     p.add_argument("--shape", choices=["tiny", "8b", "7b"], default="tiny")
     p.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
     p.add_argument("--steps", type=int, default=30)
+    p.add_argument("--episodes", type=int, default=150, help="the test user's episodes (~1 click each): 45 gives "
+                   "~30 training samples in fold 0, 8 steps an epoch, so 24 steps are the recipe's 3 epochs")
     p.add_argument("--variants", nargs="+", choices=sorted(VARIANTS), default=["shipped"])
     p.add_argument("--tag", default="")
     p.add_argument("--out", default=str(ROOT / "bench" / "results"))
@@ -134,10 +155,11 @@ def main(argv=None) -> None:
     out = Path(a.out) / f"step_breakdown_{a.device}{a.tag and '_' + a.tag}.json"
     gpu, card = first_gpu() if a.device == "cuda" else ("cpu", None)
     res = {"family": a.family, "shape": a.shape, "device": a.device, "gpu": gpu, "card_gib": card, "steps": a.steps,
+           "episodes": a.episodes,
            "commit": os.environ.get("PIGG_COMMIT"), "variants": {}}
     with scratch("pigg_steps_") as tmp:
         t0 = time.time()
-        _, cfg = make_data(tmp, a.shape, budget, 12 if a.shape == "tiny" else 150, a.family)
+        _, cfg = make_data(tmp, a.shape, budget, 12 if a.shape == "tiny" else a.episodes, a.family)
         import subprocess
 
         subprocess.run([sys.executable, str(ROOT / "scripts" / "build_tiny_model.py"), "--out", str(tmp / "model"),

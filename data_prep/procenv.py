@@ -10,7 +10,9 @@ The one place these are set:
 - ``DEFAULTS`` unless the environment sets them: ``THP_MEM_ALLOC_ENABLE=1`` (huge pages for large CPU tensors);
 - from the experiment: ``IMAGE_MAX_TOKEN_NUM`` (the image budget: swift reads it per process and does not
   save it in a checkpoint, and answers in pixels depend on it), ``PIGG_TRUST_REMOTE_CODE`` and
-  ``PIGG_BATCHED_WINDOWS`` (data_prep/window_attention.py), ``PIGG_TOKEN_INIT`` (data_prep/token_init.py).
+  ``PIGG_BATCHED_WINDOWS`` (data_prep/window_attention.py), ``PIGG_TOKEN_INIT`` (data_prep/token_init.py),
+  ``PIGG_LORA_AUTOCAST_INPUTS``, ``PIGG_LORA_FUSED_ADD`` and ``PIGG_VISION_CACHE_GIB`` (data_prep/lora_inputs.py,
+  lora_fused.py, vision_cache.py).
 
 Remote code: ms-swift 4.6 loads every model folder with ``trust_remote_code=True`` (``ModelLoader.
 default_trust_remote_code``, and a hard-coded ``AutoConfig.from_pretrained(..., trust_remote_code=True)`` in
@@ -28,16 +30,21 @@ import sys
 from pathlib import Path
 from typing import Callable
 
+from .lora_fused import ENV as LORA_FUSED_ENV
 from .lora_inputs import ENV as LORA_INPUTS_ENV
 from .token_init import ENV as TOKEN_INIT_ENV
+from .vision_cache import ENV as VISION_CACHE_ENV
 from .window_attention import ENV as WINDOWS_ENV
 
 ROOT = Path(__file__).resolve().parent.parent
 PLUGINS = [Path(__file__).with_name("plugins") / f
-           for f in ("remote_code.py", "window_attention.py", "token_init.py", "lora_inputs.py", "flash_varlen.py")]
+           for f in ("remote_code.py", "window_attention.py", "token_init.py", "lora_inputs.py", "lora_fused.py",
+                     "vision_cache.py", "flash_varlen.py")]
 # swift's external_plugins: the remote-code switch, Qwen2.5-VL's batched window attention
 # (data_prep/window_attention.py), distinct starting rows of new user tokens (data_prep/token_init.py),
-# LoRA inputs left in the autocast dtype (data_prep/lora_inputs.py), int lengths for flash-attn-4's varlen kernel
+# LoRA inputs left in the autocast dtype (data_prep/lora_inputs.py), the LoRA update added inside one product
+# (data_prep/lora_fused.py), the frozen vision tower's features kept for later epochs (data_prep/vision_cache.py),
+# int lengths for flash-attn-4's varlen kernel
 # (data_prep/attention.py)
 TRUST_ENV = "PIGG_TRUST_REMOTE_CODE"
 OFFLINE = {"HF_HUB_OFFLINE": "1", "MODELSCOPE_OFFLINE": "1"}
@@ -54,7 +61,9 @@ def experiment_env(cfg: dict) -> dict[str, str]:
             TRUST_ENV: "1" if cfg["model"]["trust_remote_code"] else "0",
             WINDOWS_ENV: "1" if cfg["model"]["batched_window_attention"] else "0",
             TOKEN_INIT_ENV: cfg["train"]["tokens_init"],
-            LORA_INPUTS_ENV: "1" if cfg["train"]["lora_autocast_inputs"] else "0"}
+            LORA_INPUTS_ENV: "1" if cfg["train"]["lora_autocast_inputs"] else "0",
+            LORA_FUSED_ENV: "1" if cfg["train"]["lora_fused_add"] else "0",
+            VISION_CACHE_ENV: str(cfg["train"]["vision_cache_gib"])}
 
 
 def child_env(cfg: dict | None = None, devices: str | None = None, **extra) -> dict[str, str]:

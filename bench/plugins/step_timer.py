@@ -11,7 +11,8 @@ step (gradient accumulation 1):
 - ``optimizer_s``: gradient clipping and AdamW (events around the optimizer step hooks);
 - ``other_s``: scheduler, zero_grad, what swift does at step end;
 - ``tokens`` / ``patches`` / ``samples`` of the step's batch (attention mask sum; pixel_values rows) and its
-  ``flops`` (bench/flops.py: LoRA or full, recompute if gradient checkpointing is on).
+  ``flops`` (bench/flops.py: LoRA or full, recompute if gradient checkpointing is on; the vision tower's only where
+  it ran: ``vision_cached`` says a step's features came from data_prep/vision_cache.py).
 At train end it writes {"peak_matmul_tflops" (bf16 8192^3, this card, measured at train start), "params",
 "steps": [...]} to $PIGG_STEP_TIMER_OUT. With no GPU it records host times only (CPU tests).
 """
@@ -58,6 +59,7 @@ class StepTimer(TrainerCallback):
     def _hook(self, model):
         m = model.get_base_model() if hasattr(model, "get_base_model") else model
         visual = getattr(getattr(m, "model", m), "visual", None)
+        self.visual = visual
         if visual is not None:
             visual.register_forward_pre_hook(lambda mod, a: self.cur and self.cur["vis"].append([self._event(), None]))
             visual.register_forward_hook(lambda mod, a, out: self.cur and self.cur["vis"][-1].__setitem__(1, self._event()))
@@ -92,8 +94,12 @@ class StepTimer(TrainerCallback):
             self.prof = profile(activities=acts)
             self.prof.__enter__()
         now = time.perf_counter()
-        self.cur = {"t0": self._event(), "vis": [], "tokens": 0, "patches": 0, "samples": 0,
+        self.cur = {"t0": self._event(), "vis": [], "tokens": 0, "patches": 0, "samples": 0, "hits0": self._hits(),
                     "data_s": None if self.last_end is None else now - self.last_end}
+
+    def _hits(self) -> int:  # batches the vision cache answered so far (data_prep/vision_cache.py)
+        cache = self.visual.__dict__.get("_pigg_vision_cache") if getattr(self, "visual", None) is not None else None
+        return cache.hit_batches if cache is not None else 0
 
     def on_pre_optimizer_step(self, args, state, control, **kw):
         if self.cur is not None:
@@ -120,7 +126,9 @@ class StepTimer(TrainerCallback):
                "samples": c["samples"]}
         n = c["samples"] or 1
         kind = "lora" if hasattr(self.model, "peft_config") else "full"
-        rec["flops"] = n * flops.train_flops(self.model, c["tokens"] / n, c["patches"] / n, kind,
+        rec["vision_cached"] = self._hits() > c["hits0"]  # the tower did not run: its FLOPs are not counted
+        patches = 0 if rec["vision_cached"] else c["patches"] / n
+        rec["flops"] = n * flops.train_flops(self.model, c["tokens"] / n, patches, kind,
                                              bool(getattr(args, "gradient_checkpointing", False)))
         self.steps.append(rec)
         self.cur = None
