@@ -129,8 +129,6 @@ def _report() -> None:
 
 
 def install() -> None:
-    import torch
-
     if _ORIG:
         return
     for cls in _classes():
