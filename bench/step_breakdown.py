@@ -29,6 +29,7 @@ from data_prep.io import write_json  # noqa: E402
 
 TIMER = Path(__file__).resolve().parent / "plugins" / "step_timer.py"
 LORA_INPUTS = ROOT / "data_prep" / "plugins" / "lora_inputs.py"  # active only with PIGG_LORA_AUTOCAST_INPUTS=1
+COMPILE = Path(__file__).resolve().parent / "plugins" / "compile_layers.py"  # active only with PIGG_COMPILE_LAYERS=1
 VARIANTS = {  # name -> (swift keys on top of the person template, environment); the recipe never changes here
     "shipped": ([], {}),
     # what was shipped before the fused LoRA add and the vision cache
@@ -36,6 +37,10 @@ VARIANTS = {  # name -> (swift keys on top of the person template, environment);
     "before_again": ([], {"PIGG_LORA_FUSED_ADD": "0", "PIGG_VISION_CACHE_GIB": "0"}),
     "fused": ([], {"PIGG_LORA_FUSED_ADD": "1", "PIGG_VISION_CACHE_GIB": "0"}),
     "vcache": ([], {"PIGG_LORA_FUSED_ADD": "0", "PIGG_VISION_CACHE_GIB": "8"}),
+    # swift's logging every 5 steps as the template (the bench's other variants log every step for their step marks)
+    "shipped_log5": (["logging_steps=5"], {}),
+    "compiled_log5": (["logging_steps=5"], {"PIGG_COMPILE_LAYERS": "1"}),  # bench/plugins/compile_layers.py
+    "compiled_log5_again": (["logging_steps=5"], {"PIGG_COMPILE_LAYERS": "1"}),  # inductor's on-disk cache now warm
     "shipped_profiled": ([], {"PIGG_STEP_PROFILE": "14:17"}),  # epoch 2 with --episodes 45 (8 steps an epoch)
     "shipped_again": ([], {}),  # the same run again: Triton's kernel cache (~/.triton) now warm
     "profiled": ([], {"PIGG_STEP_PROFILE": "10:13"}),  # torch.profiler over steps 10-12: the kernel table
@@ -92,7 +97,7 @@ def run_variant(cfg: dict, model: Path, device: str, steps: int, name: str, extr
     cfg = {**cfg, "train": {**cfg["train"], "person_base": str(model)}}
     run = render(cfg, "person", user=1, fold=0, gpus="0" if device == "cuda" else "cpu",
                  overrides=short_run(steps, device)
-                 + ["callbacks=['pigg_step_timer']", f"external_plugins=['{TIMER}', '{LORA_INPUTS}']"]
+                 + ["callbacks=['pigg_step_timer']", f"external_plugins=['{TIMER}', '{LORA_INPUTS}', '{COMPILE}']"]
                  + ([] if device == "cuda" else ["use_liger_kernel=false"]) + extra)
     out = tmp / f"timer_{name}.json"
     env = child_env(**{**{k: str(v) for k, v in run.env.items()}, **run.proc_env, "PIGG_STEP_TIMER_OUT": str(out),
