@@ -121,22 +121,44 @@ NVML_CHECK = "PYTORCH_NVML_BASED_CUDA_CHECK"
 
 def preload(*more: str) -> float:
     """Import what a run or an eval imports first (``PRELOAD``, then the modules ``more``) in a kept process before it
-    is given work; returns the seconds. While it imports, torch's "is CUDA available" goes through NVML, so the
-    CUDA driver is not started here (a process forked from this one could not use CUDA otherwise)."""
+    is given work; returns the seconds. While it imports, torch's "is CUDA available" and the GPU's compute capability
+    are answered by NVML, so the CUDA driver is not started here (a process forked from this one could not use CUDA
+    otherwise)."""
     import importlib
     import time
 
     t, had = time.time(), os.environ.get(NVML_CHECK)
     os.environ[NVML_CHECK] = "1"
+    import torch
+
+    capability = torch.cuda.get_device_capability
+    torch.cuda.get_device_capability = _nvml_capability  # bitsandbytes asks at import (peft imports it)
     try:
         for m in (*PRELOAD, *more):
             importlib.import_module(m)
     finally:
+        torch.cuda.get_device_capability = capability
         if had is None:
             os.environ.pop(NVML_CHECK, None)
         else:
             os.environ[NVML_CHECK] = had
     return time.time() - t
+
+
+def _nvml_capability(device=None) -> tuple[int, int]:
+    """torch.cuda.get_device_capability answered by NVML, without starting CUDA: bitsandbytes calls it while it is
+    imported (peft imports it wherever it is installed) to pick its CUDA library, and torch's own answer starts the
+    CUDA driver, after which no forked run could use the GPU (found on an H200: every run fell back to a fresh
+    process). The visible devices' first physical index is asked (bitsandbytes uses the highest capability only)."""
+    import ctypes
+
+    vis = os.environ.get("CUDA_VISIBLE_DEVICES", "0").split(",")[0].strip() or "0"
+    nvml = ctypes.CDLL("libnvidia-ml.so.1")
+    handle, major, minor = ctypes.c_void_p(), ctypes.c_int(), ctypes.c_int()
+    if (nvml.nvmlInit_v2() or nvml.nvmlDeviceGetHandleByIndex_v2(int(vis) if vis.isdigit() else 0, ctypes.byref(handle))
+            or nvml.nvmlDeviceGetCudaComputeCapability(handle, ctypes.byref(major), ctypes.byref(minor))):
+        raise RuntimeError("NVML could not tell the GPU's compute capability")
+    return major.value, minor.value
 
 
 def apply(cfg: dict) -> None:
