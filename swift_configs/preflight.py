@@ -77,8 +77,40 @@ def lora_params(tc: dict, rank: int) -> int:
     return rank * per_layer * tc["num_hidden_layers"]
 
 
-def estimate(args: dict, n_gpus: int, image_tokens: int, offload: str = "none") -> dict:
-    """Peak bytes per GPU of a generated swift sft run (``args``: its YAML body) on ``n_gpus`` GPUs."""
+def screenshots(args: dict) -> int | None:
+    """Distinct screenshots in a run's training files (None: a file cannot be read)."""
+    seen = set()
+    try:
+        for f in args.get("dataset") or []:
+            with open(f, encoding="utf-8") as fh:
+                for line in fh:
+                    seen.update(json.loads(line).get("images") or [])
+    except (OSError, ValueError):
+        return None
+    return len(seen)
+
+
+def vision_cache_bytes(args: dict, image_tokens: int, cap_gib: float) -> int:
+    """What data_prep/vision_cache.py keeps on the GPU for this run: per distinct screenshot its bf16 pixels and its
+    features (merged tokens x the language width, Qwen3-VL's deepstack levels too), up to ``cap_gib``; 0 where the
+    vision tower trains (it is then never cached)."""
+    if cap_gib <= 0 or not args.get("freeze_vit", True) or not args.get("freeze_aligner", True):
+        return 0
+    cfg = json.loads((Path(args["model"]) / "config.json").read_text(encoding="utf-8"))
+    vc = cfg.get("vision_config", {})
+    merge = vc.get("spatial_merge_size", 2)
+    patch_dim = vc.get("in_channels", vc.get("in_chans", 3)) * vc.get("temporal_patch_size", 2) * vc.get("patch_size", 14) ** 2
+    width = vc.get("out_hidden_size") or cfg.get("text_config", cfg).get("hidden_size")
+    levels = 1 + len(vc.get("deepstack_visual_indexes") or [])
+    per = image_tokens * (merge ** 2 * patch_dim + levels * width) * 2
+    n = screenshots(args)
+    cap = int(cap_gib * GIB)
+    return cap if n is None else min(cap, n * per)
+
+
+def estimate(args: dict, n_gpus: int, image_tokens: int, offload: str = "none", vision_cache_gib: float = 0.0) -> dict:
+    """Peak bytes per GPU of a generated swift sft run (``args``: its YAML body) on ``n_gpus`` GPUs, with
+    ``vision_cache_gib`` the experiment's ``train.vision_cache_gib``."""
     shape = model_shape(Path(args["model"]))
     tc = shape["text"]
     full = args.get("tuner_type") == "full"
@@ -113,7 +145,8 @@ def estimate(args: dict, n_gpus: int, image_tokens: int, offload: str = "none") 
     if not args.get("use_liger_kernel"):
         per_sample += (LOGITS_GC if gc else LOGITS) * tokens * tc["vocab_size"] * 4
     parts = {"weights": weights, "gradients": grads, "optimizer": optim, "deepspeed_buffers": buffers,
-             "activations": batch * per_sample, "cuda_context": CONTEXT}
+             "activations": batch * per_sample, "vision_cache": vision_cache_bytes(args, image_tokens, vision_cache_gib),
+             "cuda_context": CONTEXT}
     return {"per_gpu_bytes": int(sum(parts.values())), "parts": {k: int(v) for k, v in parts.items()},
             "n_gpus": n, "zero": zero, "offload": offload, "qlora": qlora, "full": full, "batch": batch,
             "gradient_checkpointing": gc, "tokens_per_sample": tokens, "params": shape["total"],
@@ -157,15 +190,18 @@ def describe(est: dict, card: int | None = None) -> str:
     return head + " = " + " + ".join(f"{k} {v / GIB:.1f}" for k, v in p.items() if v)
 
 
-def alternatives(args: dict, n_gpus: int, image_tokens: int, offload: str, card: int, template: str) -> list[str]:
+def alternatives(args: dict, n_gpus: int, image_tokens: int, offload: str, card: int, template: str,
+                 vision_cache_gib: float = 0.0) -> list[str]:
     """Settings that would fit this card, each as the override that sets it, with its estimate."""
     fits = []
 
-    def check(label, a=None, n=n_gpus, off=offload):
-        e = estimate({**args, **(a or {})}, n, image_tokens, off)
+    def check(label, a=None, n=n_gpus, off=offload, vc=vision_cache_gib):
+        e = estimate({**args, **(a or {})}, n, image_tokens, off, vc)
         if e["per_gpu_bytes"] <= FIT * card:
             fits.append(f"{label}  (~{e['per_gpu_bytes'] / GIB:.1f} GiB per GPU)")
 
+    if vision_cache_bytes(args, image_tokens, vision_cache_gib):
+        check("--set train.vision_cache_gib=0 (the vision tower recomputed every epoch)", vc=0.0)
     bs, acc = int(args.get("per_device_train_batch_size", 1)), int(args.get("gradient_accumulation_steps", 1))
     if not args.get("gradient_checkpointing", True):
         check("gradient_checkpointing=true", {"gradient_checkpointing": True})
@@ -188,11 +224,11 @@ def alternatives(args: dict, n_gpus: int, image_tokens: int, offload: str, card:
 
 
 def check(args: dict, gpus: list[str], image_tokens: int, offload: str, template: str,
-          n_gpus: int | None = None) -> tuple[dict, str]:
+          n_gpus: int | None = None, vision_cache_gib: float = 0.0) -> tuple[dict, str]:
     """(estimate, a line to print); raises PreflightError when the run does not fit the listed GPUs.
     ``n_gpus``: GPUs one run spans (default all listed; a personalized fold takes one)."""
     n_gpus = n_gpus or len(gpus)
-    est = estimate(args, n_gpus, image_tokens, offload)
+    est = estimate(args, n_gpus, image_tokens, offload, vision_cache_gib)
     cards = card_bytes(gpus)
     if not cards:
         return est, describe(est) + " (card size unknown: nvidia-smi found none; set PIGG_GPU_MEMORY_GB to check)"
@@ -203,7 +239,7 @@ def check(args: dict, gpus: list[str], image_tokens: int, offload: str, template
                  "copy): at PIGG's lr 1e-6 an update is ~1/80 of a weight's bf16 step and rounds away. "
                  "--set train.offload=optimizer (ZeRO-3) keeps fp32 master weights")
     if est["per_gpu_bytes"] > FIT * card:
-        alts = alternatives(args, n_gpus, image_tokens, offload, card, template)
+        alts = alternatives(args, n_gpus, image_tokens, offload, card, template, vision_cache_gib)
         raise PreflightError(
             f"{line}\nthis run does not fit {n_gpus} GPU(s) of {card / GIB:.1f} GiB (estimate above {FIT:.0%} "
             "of the card). Settings that would fit:\n    " + ("\n    ".join(alts) if alts else

@@ -189,7 +189,8 @@ def preflight(run: Run, cfg: dict, gpus: list[str], force: bool = False, n_gpus:
     if not gpus:
         return None
     try:
-        est, line = pf.check(run.args, gpus, cfg["image_max_token_num"], cfg["train"]["offload"], run.template, n_gpus)
+        est, line = pf.check(run.args, gpus, cfg["image_max_token_num"], cfg["train"]["offload"], run.template, n_gpus,
+                             cfg["train"]["vision_cache_gib"])
     except pf.PreflightError as e:
         if not force:
             raise ConfigError(f"{run.yaml_path.parent.parent}: {e}") from None

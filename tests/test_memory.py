@@ -155,3 +155,32 @@ def test_preflight_stops_a_run_that_does_not_fit_and_names_what_fits(shape8b, mo
     with pytest.raises(pf.PreflightError) as e:  # ZeRO-3 on one card: fp32 master + moments alone are 91 GiB
         pf.check(full, ["0"], 980, "none", "global_full")
     assert "train.offload=optimizer" in str(e.value) and "2 GPUs (ZeRO-3)" in str(e.value)
+
+
+def test_preflight_counts_the_vision_cache_per_distinct_screenshot(shape8b, tmp_path, monkeypatch):
+    """data_prep/vision_cache.py keeps each distinct training screenshot's bf16 pixels and features on the GPU.
+    Measured on one H200 at 8B shape (bench/RESULTS.md): 15 screenshots held 0.61 GiB (swift's count at exit)."""
+    import json
+
+    from swift_configs import preflight as pf
+
+    data = tmp_path / "train.jsonl"
+    rows = [{"messages": [], "images": [f"/s/{i % 15}.png"]} for i in range(33)]  # 33 samples, 15 screenshots
+    data.write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    args = {**_template("person_lora", shape8b), "dataset": [str(data)]}
+    off = pf.estimate(args, 1, 980)
+    on = pf.estimate(args, 1, 980, vision_cache_gib=8.0)
+    assert off["parts"]["vision_cache"] == 0
+    assert on["parts"]["vision_cache"] / pf.GIB == pytest.approx(0.61, rel=0.05)
+    assert pf.estimate(args, 1, 980, vision_cache_gib=0.25)["parts"]["vision_cache"] == int(0.25 * pf.GIB)  # the cap
+    assert pf.estimate({**args, "freeze_vit": False}, 1, 980, vision_cache_gib=8.0)["parts"]["vision_cache"] == 0
+    many = {**args, "dataset": [str(tmp_path / "missing.jsonl")]}  # unreadable: the cap is counted
+    assert pf.estimate(many, 1, 980, vision_cache_gib=8.0)["parts"]["vision_cache"] == 8 * pf.GIB
+    # the shipped fold with the whole 8 GiB cap still fits an 80 GB card with >= 10 % free
+    monkeypatch.setenv("PIGG_GPU_MEMORY_GB", "80")
+    est, line = pf.check(many, ["0"], 980, "none", "person_lora", vision_cache_gib=8.0)
+    assert est["per_gpu_bytes"] <= 0.9 * 80e9 and "vision_cache 8.0" in line
+    monkeypatch.setenv("PIGG_GPU_MEMORY_GB", "64")  # too much with the cache: turning it off is named
+    with pytest.raises(pf.PreflightError) as e:
+        pf.check(many, ["0"], 980, "none", "person_lora", vision_cache_gib=8.0)
+    assert "train.vision_cache_gib=0" in str(e.value)
