@@ -4,7 +4,7 @@ With ``freeze_vit`` and ``freeze_aligner`` (every template here) the vision towe
 whole run, so a screenshot's image features in epoch 2 and 3 are those of epoch 1: on an H200 that recomputation
 was ~77 ms of a ~540 ms Qwen3-VL-8B person-LoRA step (bench/RESULTS.md, "Where the time goes"). ``install()`` wraps
 the forward of transformers' Qwen3-VL and Qwen2.5-VL vision towers: during a training forward (the tower in train mode,
-none of its parameters trainable) each screenshot of the batch is looked up by its grid and
+none of its parameters trainable, one process: a multi-GPU run, e.g. global FT under ZeRO-3, never uses it) each screenshot of the batch is looked up by its grid and
 a checksum of its pixels, a hit is confirmed by comparing the pixels exactly (``torch.equal`` on the stored copy),
 and when every screenshot of the batch hits, the stored features are returned instead of running the tower. A
 batch with any new screenshot runs the tower as before and stores what it returns per screenshot (``pooler_output``,
@@ -77,10 +77,15 @@ class Cache:
 def _applies(self) -> bool:
     if not self.training:  # (swift runs a frozen tower under no_grad: grad mode says nothing here)
         return False
-    frozen = self.__dict__.get("_pigg_frozen")
-    if frozen is None:
-        frozen = self.__dict__["_pigg_frozen"] = not any(p.requires_grad for p in self.parameters())
-    return frozen
+    ok = self.__dict__.get("_pigg_cacheable")
+    if ok is None:
+        import torch.distributed as dist
+
+        # one process only: under ZeRO-3 every rank gathers the tower's weights together, and a rank answering
+        # from its store while another runs the tower would leave that one waiting for ever
+        alone = not (dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1)
+        ok = self.__dict__["_pigg_cacheable"] = alone and not any(p.requires_grad for p in self.parameters())
+    return ok
 
 
 def _cached_forward(orig, self, hidden_states, grid_thw, kwargs):

@@ -90,11 +90,11 @@ def screenshots(args: dict) -> int | None:
     return len(seen)
 
 
-def vision_cache_bytes(args: dict, image_tokens: int, cap_gib: float) -> int:
+def vision_cache_bytes(args: dict, image_tokens: int, cap_gib: float, n_gpus: int = 1) -> int:
     """What data_prep/vision_cache.py keeps on the GPU for this run: per distinct screenshot its bf16 pixels and its
     features (merged tokens x the language width, Qwen3-VL's deepstack levels too), up to ``cap_gib``; 0 where the
-    vision tower trains (it is then never cached)."""
-    if cap_gib <= 0 or not args.get("freeze_vit", True) or not args.get("freeze_aligner", True):
+    vision tower trains or the run spans several GPUs (it is then never cached)."""
+    if cap_gib <= 0 or n_gpus > 1 or not args.get("freeze_vit", True) or not args.get("freeze_aligner", True):
         return 0
     cfg = json.loads((Path(args["model"]) / "config.json").read_text(encoding="utf-8"))
     vc = cfg.get("vision_config", {})
@@ -145,7 +145,7 @@ def estimate(args: dict, n_gpus: int, image_tokens: int, offload: str = "none", 
     if not args.get("use_liger_kernel"):
         per_sample += (LOGITS_GC if gc else LOGITS) * tokens * tc["vocab_size"] * 4
     parts = {"weights": weights, "gradients": grads, "optimizer": optim, "deepspeed_buffers": buffers,
-             "activations": batch * per_sample, "vision_cache": vision_cache_bytes(args, image_tokens, vision_cache_gib),
+             "activations": batch * per_sample, "vision_cache": vision_cache_bytes(args, image_tokens, vision_cache_gib, n),
              "cuda_context": CONTEXT}
     return {"per_gpu_bytes": int(sum(parts.values())), "parts": {k: int(v) for k, v in parts.items()},
             "n_gpus": n, "zero": zero, "offload": offload, "qlora": qlora, "full": full, "batch": batch,
@@ -200,7 +200,7 @@ def alternatives(args: dict, n_gpus: int, image_tokens: int, offload: str, card:
         if e["per_gpu_bytes"] <= FIT * card:
             fits.append(f"{label}  (~{e['per_gpu_bytes'] / GIB:.1f} GiB per GPU)")
 
-    if vision_cache_bytes(args, image_tokens, vision_cache_gib):
+    if vision_cache_bytes(args, image_tokens, vision_cache_gib, n_gpus):
         check("--set train.vision_cache_gib=0 (the vision tower recomputed every epoch)", vc=0.0)
     bs, acc = int(args.get("per_device_train_batch_size", 1)), int(args.get("gradient_accumulation_steps", 1))
     if not args.get("gradient_checkpointing", True):

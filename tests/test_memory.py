@@ -174,6 +174,7 @@ def test_preflight_counts_the_vision_cache_per_distinct_screenshot(shape8b, tmp_
     assert on["parts"]["vision_cache"] / pf.GIB == pytest.approx(0.61, rel=0.05)
     assert pf.estimate(args, 1, 980, vision_cache_gib=0.25)["parts"]["vision_cache"] == int(0.25 * pf.GIB)  # the cap
     assert pf.estimate({**args, "freeze_vit": False}, 1, 980, vision_cache_gib=8.0)["parts"]["vision_cache"] == 0
+    assert pf.estimate(args, 2, 980, vision_cache_gib=8.0)["parts"]["vision_cache"] == 0  # multi-GPU: never cached
     many = {**args, "dataset": [str(tmp_path / "missing.jsonl")]}  # unreadable: the cap is counted
     assert pf.estimate(many, 1, 980, vision_cache_gib=8.0)["parts"]["vision_cache"] == 8 * pf.GIB
     # the shipped fold with the whole 8 GiB cap still fits an 80 GB card with >= 10 % free

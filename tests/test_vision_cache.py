@@ -81,7 +81,7 @@ def test_stored_features_equal_the_towers_and_are_used_only_when_every_screensho
         vision_cache.uninstall()
 
 
-def test_a_trainable_tower_is_never_cached_and_the_cap_holds(tiny_model, monkeypatch, capsys):
+def test_a_trainable_tower_or_a_multi_gpu_run_is_never_cached_and_the_cap_holds(tiny_model, monkeypatch, capsys):
     import torch
 
     from data_prep import vision_cache
@@ -97,12 +97,21 @@ def test_a_trainable_tower_is_never_cached_and_the_cap_holds(tiny_model, monkeyp
         v(a, grid_thw=ga)
         assert len(calls) == 2  # the second screenshot did not fit: its batch computed both times
         assert "vision cache full at 1 screenshots" in capsys.readouterr().err
+        import torch.distributed as dist  # a multi-GPU run (ZeRO-3 gathers the tower's weights on every rank): never
+        v3 = _tower(tiny_model)
+        v3.blocks[0].register_forward_hook(lambda *x: calls.append(1))
+        with monkeypatch.context() as m:
+            m.setattr(dist, "is_initialized", lambda: True)
+            m.setattr(dist, "get_world_size", lambda *a: 2)
+            v3(a, grid_thw=ga)
+            v3(a, grid_thw=ga)
+        assert len(calls) == 4 and "_pigg_vision_cache" not in v3.__dict__
         v2 = _tower(tiny_model)
         v2.patch_embed.requires_grad_(True)
         v2.blocks[0].register_forward_hook(lambda *x: calls.append(1))
         v2(a, grid_thw=ga)
         v2(a, grid_thw=ga)
-        assert len(calls) == 4 and "_pigg_vision_cache" not in v2.__dict__
+        assert len(calls) == 6 and "_pigg_vision_cache" not in v2.__dict__
     finally:
         vision_cache.uninstall()
     with torch.no_grad():
