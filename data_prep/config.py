@@ -171,7 +171,8 @@ def _finish(cfg: dict, path: Path) -> dict:
         raise ConfigError(f"{path}: 'train.tokens_init' must be one of {list(TOKEN_INIT_CHOICES)}, "
                           f"got {cfg['train']['tokens_init']!r}")
     if cfg["train"]["vision_cache_gib"] < 0:
-        raise ConfigError(f"{path}: 'train.vision_cache_gib' must be >= 0 (0: off), got {cfg['train']['vision_cache_gib']}")
+        raise ConfigError(f"{path}: 'train.vision_cache_gib' must be >= 0 (0: off), "
+                          f"got {cfg['train']['vision_cache_gib']}")
     if cfg["train"]["offload"] not in ("none", "optimizer"):
         raise ConfigError(f"{path}: 'train.offload' must be none or optimizer, got {cfg['train']['offload']!r}")
     for key in ("max_new_tokens", "reserve_new_tokens"):

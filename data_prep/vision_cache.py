@@ -13,7 +13,7 @@ is not kept and comes back as None on a hit).
 
 The features come from the batch the screenshot was first seen in; a recomputation in another batch may differ
 in the last bf16 bit (the tower's products on another row count). Memory: the pixels and features of each stored
-screenshot on its device, ~45 MB per Qwen3-VL-8B screenshot at the 980-token budget, up to ``train.vision_cache_gib``
+screenshot on its device, ~44 MB per Qwen3-VL-8B screenshot at the 980-token budget, up to ``train.vision_cache_gib``
 (PIGG_VISION_CACHE_GIB; 0 turns it off; swift_configs/preflight.py counts it); past that, new screenshots are
 computed every time and one line says so. Eval (eval mode) never uses it. One line at exit says how
 many batches hit. Read by data_prep/plugins/vision_cache.py in the `swift sft` child; imports torch only when

@@ -99,7 +99,8 @@ def vision_cache_bytes(args: dict, image_tokens: int, cap_gib: float, n_gpus: in
     cfg = json.loads((Path(args["model"]) / "config.json").read_text(encoding="utf-8"))
     vc = cfg.get("vision_config", {})
     merge = vc.get("spatial_merge_size", 2)
-    patch_dim = vc.get("in_channels", vc.get("in_chans", 3)) * vc.get("temporal_patch_size", 2) * vc.get("patch_size", 14) ** 2
+    channels = vc.get("in_channels", vc.get("in_chans", 3))
+    patch_dim = channels * vc.get("temporal_patch_size", 2) * vc.get("patch_size", 14) ** 2
     width = vc.get("out_hidden_size") or cfg.get("text_config", cfg).get("hidden_size")
     levels = 1 + len(vc.get("deepstack_visual_indexes") or [])
     per = image_tokens * (merge ** 2 * patch_dim + levels * width) * 2
@@ -145,7 +146,8 @@ def estimate(args: dict, n_gpus: int, image_tokens: int, offload: str = "none", 
     if not args.get("use_liger_kernel"):
         per_sample += (LOGITS_GC if gc else LOGITS) * tokens * tc["vocab_size"] * 4
     parts = {"weights": weights, "gradients": grads, "optimizer": optim, "deepspeed_buffers": buffers,
-             "activations": batch * per_sample, "vision_cache": vision_cache_bytes(args, image_tokens, vision_cache_gib, n),
+             "activations": batch * per_sample,
+             "vision_cache": vision_cache_bytes(args, image_tokens, vision_cache_gib, n),
              "cuda_context": CONTEXT}
     return {"per_gpu_bytes": int(sum(parts.values())), "parts": {k: int(v) for k, v in parts.items()},
             "n_gpus": n, "zero": zero, "offload": offload, "qlora": qlora, "full": full, "batch": batch,
