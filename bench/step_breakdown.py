@@ -3,6 +3,8 @@ generated YAML, swift's trainer and data loader), with the MFU of every figure; 
 
 Usage: python bench/step_breakdown.py --shape 8b --device cuda [--family qwen3_vl] [--steps 30]
                                       [--variants shipped workers8 ...] [--tag h200]
+       python bench/step_breakdown.py --shape 8b --device cuda --steps 24 --episodes 45 \
+                                      --variants before fused vcache shipped   # the recipe's 3 epochs
 
 Each variant is one `swift sft` child (this process never touches the GPU) of user 1 fold 0 on phone-sized
 synthetic screenshots and a random model of the real shape, ``--steps`` optimizer steps, with the trainer
@@ -10,7 +12,8 @@ callback of bench/plugins/step_timer.py: per step data wait, vision tower, langu
 optimizer, rest (CUDA events), tokens and FLOPs (bench/flops.py). Reported per variant, over the steps after
 the first two: the median of each phase, tokens/s of the median step (host wall: data wait + GPU step), MFU
 against the bf16 matrix product measured in the same child, the slowest step / median (stalls), swift's own
-median step from logging.jsonl (the figure bench/memory_fit.py reports), peak memory. Writes
+median step from logging.jsonl (the figure bench/memory_fit.py reports), peak memory, the median step's tokens/s
+per epoch and the whole run's (epochs 2+ differ: data_prep/vision_cache.py answers the vision tower there). Writes
 bench/results/step_breakdown_<device>[_<tag>].json and prints a Markdown table.
 """
 from __future__ import annotations

@@ -2,21 +2,22 @@
 
 With ``freeze_vit`` and ``freeze_aligner`` (every template here) the vision tower and its merger are fixed for the
 whole run, so a screenshot's image features in epoch 2 and 3 are those of epoch 1: on an H200 that recomputation
-was ~77 ms of a ~540 ms Qwen3-VL-8B person-LoRA step (bench/RESULTS.md, "Where the time goes"). ``install()`` wraps
-the forward of transformers' Qwen3-VL and Qwen2.5-VL vision towers: during a training forward (the tower in train mode,
-none of its parameters trainable, one process: a multi-GPU run, e.g. global FT under ZeRO-3, never uses it) each screenshot of the batch is looked up by its grid and
-a checksum of its pixels, a hit is confirmed by comparing the pixels exactly (``torch.equal`` on the stored copy),
-and when every screenshot of the batch hits, the stored features are returned instead of running the tower. A
+was ~77 ms of a ~540 ms Qwen3-VL-8B person-LoRA step (bench/RESULTS.md, "Where the time goes"). ``install()``
+wraps the forward of transformers' Qwen3-VL and Qwen2.5-VL vision towers: during a training forward (the tower in
+train mode, none of its parameters trainable, one process: a multi-GPU run, e.g. global FT under ZeRO-3, never uses
+it) each screenshot of the batch is looked up by its grid and a checksum of its pixels, a hit is confirmed by
+comparing the pixels exactly (``torch.equal`` on the stored copy), and when every screenshot of the batch hits,
+the stored features are returned instead of running the tower. A
 batch with any new screenshot runs the tower as before and stores what it returns per screenshot (``pooler_output``,
 the merged image features, and Qwen3-VL's ``deepstack_features``; ``last_hidden_state``, which neither model reads,
 is not kept and comes back as None on a hit).
 
 The features come from the batch the screenshot was first seen in; a recomputation in another batch may differ
 in the last bf16 bit (the tower's products on another row count). Memory: the pixels and features of each stored
-screenshot on its device, ~44 MB per Qwen3-VL-8B screenshot at the 980-token budget, up to ``train.vision_cache_gib``
-(PIGG_VISION_CACHE_GIB; 0 turns it off; swift_configs/preflight.py counts it); past that, new screenshots are
-computed every time and one line says so. Eval (eval mode) never uses it. One line at exit says how
-many batches hit. Read by data_prep/plugins/vision_cache.py in the `swift sft` child; imports torch only when
+screenshot on its device, ~44 MB per Qwen3-VL-8B screenshot at the 980-token budget, up to
+``train.vision_cache_gib`` (PIGG_VISION_CACHE_GIB; 0 turns it off; swift_configs/preflight.py counts it); past that,
+new screenshots are computed every time and one line says so. Eval (eval mode) never uses it. One line at exit says
+how many batches hit. Read by data_prep/plugins/vision_cache.py in the `swift sft` child; imports torch only when
 installed.
 """
 from __future__ import annotations
