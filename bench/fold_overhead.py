@@ -79,13 +79,12 @@ VARIANTS = {"kept": (True, True), "kept_eval": (False, True), "fresh": (False, F
 def run_variant(cfg_path: Path, cfg: dict, name: str, device: str, folds: int) -> dict:
     keep_train, keep_eval = VARIANTS[name]
     cmd = [sys.executable, "-m", "swift_configs.person", "--config", str(cfg_path), "--set", f"name={name}",
-           "--set", f"eval.keep_loaded={str(keep_eval).lower()}", "--set", f"train.keep_loaded={str(keep_train).lower()}",
-           "--users", "1",
-           "--fold", *[str(f) for f in range(folds)], "--lora", "--gpus", "0" if device == "cuda" else "cpu"]
+           "--set", f"eval.keep_loaded={str(keep_eval).lower()}",
+           "--set", f"train.keep_loaded={str(keep_train).lower()}", "--users", "1", "--fold", *[str(f) for f in range(folds)], "--lora", "--gpus", "0" if device == "cuda" else "cpu"]
     t = time.time()
     p = subprocess.run(cmd, cwd=ROOT, env=child_env(), capture_output=True, text=True)
-    res = {"train_keep_loaded": keep_train, "eval_keep_loaded": keep_eval, "rc": p.returncode, "sweep_wall_s": round(time.time() - t, 1),
-           "output": p.stdout[-1500:] + p.stderr[-1500:]}
+    res = {"train_keep_loaded": keep_train, "eval_keep_loaded": keep_eval, "rc": p.returncode,
+           "sweep_wall_s": round(time.time() - t, 1), "output": p.stdout[-1500:] + p.stderr[-1500:]}
     if p.returncode:
         return res
     c = {**cfg, "name": name}

@@ -18,43 +18,40 @@ in the `swift sft` child). Imports torch only when installed.
 """
 from __future__ import annotations
 
+from .patching import replace, restore
+
 ENV = "PIGG_LORA_FUSED_ADD"
-_ORIG = None
 
 
 def install() -> None:
-    global _ORIG
     import torch
     from peft.tuners.lora.layer import Linear
 
-    if _ORIG is not None:
-        return
-    _ORIG = orig = Linear.forward
     half = (torch.bfloat16, torch.float16)
 
-    def forward(self, x, *args, **kwargs):
-        if (args or kwargs or self.disable_adapters or self.merged or x.dtype not in half
-                or not torch.is_autocast_enabled(x.device.type)):
-            return orig(self, x, *args, **kwargs)
-        active = [a for a in self.active_adapters if a in self.lora_A]
-        if any(a in self.lora_variant or self.lora_B[a].bias is not None for a in active):
-            return orig(self, x, *args, **kwargs)
-        result = self.base_layer(x)
-        shape = result.shape
-        result = result.reshape(-1, shape[-1])
-        for a in active:
-            xa = self._cast_input_dtype(x, self.lora_A[a].weight.dtype)  # as PEFT (data_prep/lora_inputs.py)
-            h = self.lora_A[a](self.lora_dropout[a](xa))
-            result = torch.addmm(result, h.reshape(-1, h.shape[-1]), self.lora_B[a].weight.t(), alpha=self.scaling[a])
-        return result.view(shape)
+    def make(orig):
+        def forward(self, x, *args, **kwargs):
+            if (args or kwargs or self.disable_adapters or self.merged or x.dtype not in half
+                    or not torch.is_autocast_enabled(x.device.type)):
+                return orig(self, x, *args, **kwargs)
+            active = [a for a in self.active_adapters if a in self.lora_A]
+            if any(a in self.lora_variant or self.lora_B[a].bias is not None for a in active):
+                return orig(self, x, *args, **kwargs)
+            result = self.base_layer(x)
+            shape = result.shape
+            result = result.reshape(-1, shape[-1])
+            for a in active:
+                xa = self._cast_input_dtype(x, self.lora_A[a].weight.dtype)  # as PEFT (data_prep/lora_inputs.py)
+                h = self.lora_A[a](self.lora_dropout[a](xa))
+                result = torch.addmm(result, h.reshape(-1, h.shape[-1]), self.lora_B[a].weight.t(),
+                                     alpha=self.scaling[a])
+            return result.view(shape)
+        return forward
 
-    Linear.forward = forward
+    replace(Linear, "forward", make)
 
 
 def uninstall() -> None:
-    global _ORIG
-    if _ORIG is not None:
-        from peft.tuners.lora.layer import Linear
+    from peft.tuners.lora.layer import Linear
 
-        Linear.forward = _ORIG
-        _ORIG = None
+    restore(Linear, "forward")

@@ -13,32 +13,29 @@ read by data_prep/plugins/lora_inputs.py in the `swift sft` child). Imports torc
 """
 from __future__ import annotations
 
+from .patching import replace, restore
+
 ENV = "PIGG_LORA_AUTOCAST_INPUTS"
-_ORIG = None
 
 
 def install() -> None:
-    global _ORIG
     import torch
     from peft.tuners.tuners_utils import BaseTunerLayer
 
-    if _ORIG is not None:
-        return
-    _ORIG = BaseTunerLayer._cast_input_dtype
     half = (torch.bfloat16, torch.float16)
 
-    def _cast_input_dtype(self, x, dtype):
-        if x is not None and dtype == torch.float32 and x.dtype in half and torch.is_autocast_enabled(x.device.type):
-            return x
-        return _ORIG(self, x, dtype)
+    def make(original):
+        def _cast_input_dtype(self, x, dtype):
+            if (x is not None and dtype == torch.float32 and x.dtype in half
+                    and torch.is_autocast_enabled(x.device.type)):
+                return x
+            return original(self, x, dtype)
+        return _cast_input_dtype
 
-    BaseTunerLayer._cast_input_dtype = _cast_input_dtype
+    replace(BaseTunerLayer, "_cast_input_dtype", make)
 
 
 def uninstall() -> None:
-    global _ORIG
-    if _ORIG is not None:
-        from peft.tuners.tuners_utils import BaseTunerLayer
+    from peft.tuners.tuners_utils import BaseTunerLayer
 
-        BaseTunerLayer._cast_input_dtype = _ORIG
-        _ORIG = None
+    restore(BaseTunerLayer, "_cast_input_dtype")

@@ -24,6 +24,8 @@ Imports torch only when installed.
 """
 from __future__ import annotations
 
+from .patching import replace
+
 ENV = "PIGG_TOKEN_INIT"  # "vocab" | "none"
 CHOICES = ("vocab", "none")
 
@@ -52,21 +54,18 @@ def install(seed: int = 0) -> None:
     from swift.model.register import ModelLoader
     from swift.utils import get_logger
 
-    if getattr(ModelLoader._add_new_special_tokens, "_pigg_original", None) is not None:
-        return
-    original = ModelLoader._add_new_special_tokens
+    def make(original):
+        def add_new_special_tokens(self, model, processor, config):
+            tokenizer = self._get_tokenizer(processor)
+            before = len(tokenizer)
+            original(self, model, processor, config)
+            new_ids = sorted(tokenizer.convert_tokens_to_ids(t) for t in (self.new_special_tokens or []))
+            new_ids = [i for i in new_ids if i >= before]
+            if model is not None and new_ids:
+                emb = model.get_input_embeddings().weight
+                init_rows(emb, new_ids, before, seed)
+                get_logger().info(f"[pigg] user tokens: rows {new_ids} drawn from the trained rows' distribution "
+                                  f"(data_prep/token_init.py)")
+        return add_new_special_tokens
 
-    def add_new_special_tokens(self, model, processor, config):
-        tokenizer = self._get_tokenizer(processor)
-        before = len(tokenizer)
-        original(self, model, processor, config)
-        new_ids = sorted(tokenizer.convert_tokens_to_ids(t) for t in (self.new_special_tokens or []))
-        new_ids = [i for i in new_ids if i >= before]
-        if model is not None and new_ids:
-            emb = model.get_input_embeddings().weight
-            init_rows(emb, new_ids, before, seed)
-            get_logger().info(f"[pigg] user tokens: rows {new_ids} drawn from the trained rows' distribution "
-                              f"(data_prep/token_init.py)")
-
-    add_new_special_tokens._pigg_original = original
-    ModelLoader._add_new_special_tokens = add_new_special_tokens
+    replace(ModelLoader, "_add_new_special_tokens", make)

@@ -26,9 +26,10 @@ import atexit
 import os
 import sys
 
+from .patching import replace, restore
+
 ENV = "PIGG_VISION_CACHE_GIB"
 FIELDS = ("pooler_output", "deepstack_features")  # per merged token; last_hidden_state (per patch) is not read
-_ORIG: dict = {}
 
 
 def _classes():
@@ -47,15 +48,20 @@ class Cache:
         self.full_said = False
 
     @staticmethod
-    def keys(torch, pixels, grids: list, sizes: list) -> list:
+    def keys(pixels, grids: list, sizes: list) -> list:
+        """(grid, two integer sums of each screenshot's pixel bits): where to look; ``find`` then compares exactly."""
+        import torch
+
         ints = {1: torch.uint8, 2: torch.int16, 4: torch.int32, 8: torch.int64}[pixels.element_size()]
         sums = []
         for img in pixels.split(sizes):
-            v = img.reshape(-1).view(ints).to(torch.int64)
-            sums.append(torch.stack([v.sum(), v[::997].sum()]))
+            v = img.reshape(-1).view(ints)
+            sums.append(torch.stack([v.sum(dtype=torch.int64), v[::997].sum(dtype=torch.int64)]))
         return [(tuple(g), *s) for g, s in zip(grids, torch.stack(sums).tolist())]
 
-    def find(self, torch, key, img):
+    def find(self, key, img):
+        import torch
+
         for pix, feats in self.store.get(key, ()):
             if torch.equal(pix, img):
                 return feats
@@ -99,9 +105,9 @@ def _cached_forward(orig, self, hidden_states, grid_thw, kwargs):
     grids = grid_thw.tolist()
     sizes = [t * h * w for t, h, w in grids]
     merged = [n // self.spatial_merge_size**2 for n in sizes]
-    keys = Cache.keys(torch, hidden_states, grids, sizes)
+    keys = Cache.keys(hidden_states, grids, sizes)
     imgs = hidden_states.split(sizes)
-    found = [cache.find(torch, k, img) for k, img in zip(keys, imgs)]
+    found = [cache.find(k, img) for k, img in zip(keys, imgs)]
     if all(f is not None for f in found):
         cache.hit_batches += 1
         out = {}
@@ -135,24 +141,21 @@ def _report() -> None:
 
 
 def install() -> None:
-    if _ORIG:
-        return
-    for cls in _classes():
-        orig = cls.forward
-
-        def forward(self, hidden_states, grid_thw=None, *args, _orig=orig, **kwargs):
+    def make(orig):
+        def forward(self, hidden_states, grid_thw=None, *args, **kwargs):
             if (args or grid_thw is None or kwargs.get("output_attentions") or kwargs.get("output_hidden_states")
                     or not _applies(self)):
-                return _orig(self, hidden_states, grid_thw, *args, **kwargs)
-            return _cached_forward(_orig, self, hidden_states, grid_thw, kwargs)
+                return orig(self, hidden_states, grid_thw, *args, **kwargs)
+            return _cached_forward(orig, self, hidden_states, grid_thw, kwargs)
+        return forward
 
-        _ORIG[cls] = orig
-        cls.forward = forward
+    for cls in _classes():
+        replace(cls, "forward", make)
+    atexit.unregister(_report)  # registered once however often installed
     atexit.register(_report)
 
 
 def uninstall() -> None:
-    for cls, orig in _ORIG.items():
-        cls.forward = orig
-    _ORIG.clear()
+    for cls in _classes():
+        restore(cls, "forward")
     atexit.unregister(_report)

@@ -19,6 +19,8 @@ Imports torch/transformers only when installed (data_prep itself imports no torc
 """
 from __future__ import annotations
 
+from .patching import replace, restore
+
 ENV = "PIGG_BATCHED_WINDOWS"  # "1" (default) / "0": read by the swift plugin in a `swift sft` child
 
 
@@ -53,34 +55,29 @@ def attention_by_length(module, attention, q, k, v, cu_seqlens, **kwargs):
 def install() -> None:
     from transformers.models.qwen2_5_vl import modeling_qwen2_5_vl as m
 
-    cls = m.Qwen2_5_VLVisionAttention
-    if getattr(cls.forward, "_pigg_original", None) is not None:
-        return
-    original = cls.forward
+    def make(original):
+        def forward(self, hidden_states, cu_seqlens, position_embeddings=None, max_seqlen=None, **kwargs):
+            if m.is_flash_attention_requested(self.config):  # varlen flash attention: one call already
+                return original(self, hidden_states, cu_seqlens, position_embeddings, max_seqlen, **kwargs)
+            seq_length = hidden_states.shape[0]  # as transformers 5.17's forward, up to the attention call
+            q, k, v = self.qkv(hidden_states).reshape(seq_length, 3, self.num_heads, -1).permute(1, 0, 2, 3).unbind(0)
+            cos, sin = position_embeddings
+            q, k = m.apply_rotary_pos_emb_vision(q, k, cos, sin)
+            q, k, v = (t.transpose(0, 1).unsqueeze(0) for t in (q, k, v))
+            attention = m.ALL_ATTENTION_FUNCTIONS.get_interface(self.config._attn_implementation,
+                                                                m.eager_attention_forward)
+            out = attention_by_length(self, attention, q, k, v, cu_seqlens, scaling=self.scaling,
+                                      dropout=0.0 if not self.training else self.attention_dropout, **kwargs)
+            return self.proj(out.reshape(seq_length, -1).contiguous())
+        return forward
 
-    def forward(self, hidden_states, cu_seqlens, position_embeddings=None, max_seqlen=None, **kwargs):
-        if m.is_flash_attention_requested(self.config):  # varlen flash attention: one call already
-            return original(self, hidden_states, cu_seqlens, position_embeddings, max_seqlen, **kwargs)
-        seq_length = hidden_states.shape[0]  # as transformers 5.17's forward, up to the attention call
-        q, k, v = self.qkv(hidden_states).reshape(seq_length, 3, self.num_heads, -1).permute(1, 0, 2, 3).unbind(0)
-        cos, sin = position_embeddings
-        q, k = m.apply_rotary_pos_emb_vision(q, k, cos, sin)
-        q, k, v = (t.transpose(0, 1).unsqueeze(0) for t in (q, k, v))
-        attention = m.ALL_ATTENTION_FUNCTIONS.get_interface(self.config._attn_implementation, m.eager_attention_forward)
-        out = attention_by_length(self, attention, q, k, v, cu_seqlens, scaling=self.scaling,
-                                  dropout=0.0 if not self.training else self.attention_dropout, **kwargs)
-        return self.proj(out.reshape(seq_length, -1).contiguous())
-
-    forward._pigg_original = original
-    cls.forward = forward
+    replace(m.Qwen2_5_VLVisionAttention, "forward", make)
 
 
 def uninstall() -> None:
     from transformers.models.qwen2_5_vl import modeling_qwen2_5_vl as m
 
-    original = getattr(m.Qwen2_5_VLVisionAttention.forward, "_pigg_original", None)
-    if original is not None:
-        m.Qwen2_5_VLVisionAttention.forward = original
+    restore(m.Qwen2_5_VLVisionAttention, "forward")
 
 
 def apply(on: bool) -> None:

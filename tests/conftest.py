@@ -52,6 +52,23 @@ def write_experiment(tmp: Path, name: str = "t", **changes) -> Path:
     return path
 
 
+def bf16_lora(dims: list[int], dropout: float):
+    """A bf16 stack of Linear layers (``dims``: widths) with PEFT LoRA (r 8, alpha 32) on every layer, its adapter
+    weights float32 as PEFT trains them, drawn from N(0, 0.1) (lora_B starts at zero: give it a value to see)."""
+    import torch
+    from peft import LoraConfig, get_peft_model
+
+    torch.manual_seed(0)
+    base = torch.nn.Sequential(*[torch.nn.Linear(a, b) for a, b in zip(dims, dims[1:])]).to(torch.bfloat16)
+    model = get_peft_model(base, LoraConfig(r=8, lora_alpha=32, lora_dropout=dropout,
+                                            target_modules=[str(i) for i in range(len(dims) - 1)]))
+    for n, p in model.named_parameters():
+        if "lora_" in n:
+            p.data = p.data.float()
+            torch.nn.init.normal_(p, std=0.1)
+    return model
+
+
 def run_cli(*args, env=None, check=True, timeout=900) -> subprocess.CompletedProcess:
     e = {**os.environ, "PYTHONPATH": str(ROOT), **(env or {})}
     p = subprocess.run([sys.executable, *args], cwd=ROOT, env=e, capture_output=True, text=True, timeout=timeout)

@@ -8,19 +8,11 @@ import pytest
 
 @pytest.fixture()
 def lora_layer():
-    import torch
-    from peft import LoraConfig, get_peft_model
+    from conftest import bf16_lora
 
     from data_prep import lora_inputs
 
-    torch.manual_seed(0)
-    base = torch.nn.Sequential(torch.nn.Linear(64, 64)).to(torch.bfloat16)
-    model = get_peft_model(base, LoraConfig(r=8, lora_alpha=32, lora_dropout=0.0, target_modules=["0"]))
-    for n, p in model.named_parameters():
-        if "lora_" in n:
-            p.data = p.data.float()
-            torch.nn.init.normal_(p, std=0.1)  # lora_B starts at zero: give it a value to see
-    yield model
+    yield bf16_lora([64, 64], dropout=0.0)
     lora_inputs.uninstall()
 
 
