@@ -46,6 +46,12 @@ VARIANTS = {  # name -> (swift keys on top of the person template, environment);
     "compiled_log5_again": (["logging_steps=5"], {"PIGG_COMPILE_LAYERS": "1"}),  # inductor's on-disk cache now warm
     "shipped_profiled": ([], {"PIGG_STEP_PROFILE": "14:17"}),  # epoch 2 with --episodes 45 (8 steps an epoch)
     "shipped_again": ([], {}),  # the same run again: Triton's kernel cache (~/.triton) now warm
+    # Qwen3-VL's RMSNorm as torch's fused operator instead of Liger's (data_prep/rms_norm.py)
+    "native_norm": ([], {"PIGG_NATIVE_RMSNORM": "1"}),
+    # the loader's workers kept between epochs (no new workers at each epoch's first step)
+    "persistent": (["dataloader_persistent_workers=true"], {}),
+    "native_norm_persistent": (["dataloader_persistent_workers=true"], {"PIGG_NATIVE_RMSNORM": "1"}),
+    "native_norm_profiled": ([], {"PIGG_NATIVE_RMSNORM": "1", "PIGG_STEP_PROFILE": "14:17"}),
     "profiled": ([], {"PIGG_STEP_PROFILE": "10:13"}),  # torch.profiler over steps 10-12: the kernel table
     "workers0": (["dataloader_num_workers=0"], {}),
     "workers8": (["dataloader_num_workers=8"], {}),

@@ -39,7 +39,7 @@ from .window_attention import ENV as WINDOWS_ENV
 ROOT = Path(__file__).resolve().parent.parent
 PLUGINS = [Path(__file__).with_name("plugins") / f
            for f in ("remote_code.py", "window_attention.py", "token_init.py", "lora_inputs.py", "lora_fused.py",
-                     "vision_cache.py", "flash_varlen.py")]
+                     "vision_cache.py", "flash_varlen.py", "rms_norm.py")]
 # swift's external_plugins: the remote-code switch, Qwen2.5-VL's batched window attention
 # (data_prep/window_attention.py), distinct starting rows of new user tokens (data_prep/token_init.py),
 # LoRA inputs left in the autocast dtype (data_prep/lora_inputs.py), the LoRA update added inside one product
