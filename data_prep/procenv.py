@@ -11,8 +11,8 @@ The one place these are set:
 - from the experiment: ``IMAGE_MAX_TOKEN_NUM`` (the image budget: swift reads it per process and does not
   save it in a checkpoint, and answers in pixels depend on it), ``PIGG_TRUST_REMOTE_CODE`` and
   ``PIGG_BATCHED_WINDOWS`` (data_prep/window_attention.py), ``PIGG_TOKEN_INIT`` (data_prep/token_init.py),
-  ``PIGG_LORA_AUTOCAST_INPUTS``, ``PIGG_LORA_FUSED_ADD`` and ``PIGG_VISION_CACHE_GIB`` (data_prep/lora_inputs.py,
-  lora_fused.py, vision_cache.py).
+  ``PIGG_LORA_AUTOCAST_INPUTS``, ``PIGG_LORA_FUSED_ADD``, ``PIGG_NATIVE_RMSNORM`` and ``PIGG_VISION_CACHE_GIB``
+  (data_prep/lora_inputs.py, lora_fused.py, rms_norm.py, vision_cache.py).
 
 Remote code: ms-swift 4.6 loads every model folder with ``trust_remote_code=True`` (``ModelLoader.
 default_trust_remote_code``, and a hard-coded ``AutoConfig.from_pretrained(..., trust_remote_code=True)`` in
@@ -32,6 +32,7 @@ from typing import Callable
 
 from .lora_fused import ENV as LORA_FUSED_ENV
 from .lora_inputs import ENV as LORA_INPUTS_ENV
+from .rms_norm import ENV as RMS_NORM_ENV
 from .token_init import ENV as TOKEN_INIT_ENV
 from .vision_cache import ENV as VISION_CACHE_ENV
 from .window_attention import ENV as WINDOWS_ENV
@@ -44,7 +45,7 @@ PLUGINS = [Path(__file__).with_name("plugins") / f
 # (data_prep/window_attention.py), distinct starting rows of new user tokens (data_prep/token_init.py),
 # LoRA inputs left in the autocast dtype (data_prep/lora_inputs.py), the LoRA update added inside one product
 # (data_prep/lora_fused.py), the frozen vision tower's features kept for later epochs (data_prep/vision_cache.py),
-# int lengths for flash-attn-4's varlen kernel
+# Qwen3-VL's RMSNorm as torch's fused operator (data_prep/rms_norm.py), int lengths for flash-attn-4's varlen kernel
 # (data_prep/attention.py)
 TRUST_ENV = "PIGG_TRUST_REMOTE_CODE"
 OFFLINE = {"HF_HUB_OFFLINE": "1", "MODELSCOPE_OFFLINE": "1"}
@@ -63,6 +64,7 @@ def experiment_env(cfg: dict) -> dict[str, str]:
             TOKEN_INIT_ENV: cfg["train"]["tokens_init"],
             LORA_INPUTS_ENV: "1" if cfg["train"]["lora_autocast_inputs"] else "0",
             LORA_FUSED_ENV: "1" if cfg["train"]["lora_fused_add"] else "0",
+            RMS_NORM_ENV: "1" if cfg["train"]["native_rms_norm"] else "0",
             VISION_CACHE_ENV: str(cfg["train"]["vision_cache_gib"])}
 
 

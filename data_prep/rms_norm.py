@@ -52,7 +52,9 @@ def install() -> None:
 
     def make_liger(orig):
         def apply(model, **kwargs):
-            return orig(model=model, **{**kwargs, "rms_norm": False})
+            if getattr(getattr(model, "config", None), "model_type", None) == "qwen3_vl":
+                kwargs = {**kwargs, "rms_norm": False}
+            return orig(model=model, **kwargs)
         return apply
 
     replace(liger, "_apply_liger_kernel_to_instance", make_liger)
