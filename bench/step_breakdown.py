@@ -55,6 +55,7 @@ VARIANTS = {  # name -> (swift keys on top of the person template, environment);
     # what was shipped before the native RMSNorm (thirteenth session); the loader's batches not pinned
     "liger_norm": ([], {"PIGG_NATIVE_RMSNORM": "0"}),
     "liger_norm_again": ([], {"PIGG_NATIVE_RMSNORM": "0"}),
+    "liger_norm_profiled": ([], {"PIGG_NATIVE_RMSNORM": "0", "PIGG_STEP_PROFILE": "14:17"}),
     "nopin": (["dataloader_pin_memory=false"], {}),
     "profiled": ([], {"PIGG_STEP_PROFILE": "10:13"}),  # torch.profiler over steps 10-12: the kernel table
     "workers0": (["dataloader_num_workers=0"], {}),

@@ -141,7 +141,9 @@ class StepTimer(TrainerCallback):
                 busy = sum(e.self_device_time_total for e in ev if e.device_type.name == "CUDA") / 1e6
                 walls = [r["gpu_step_s"] + (r["data_s"] or 0) for r in self.steps[self.prof_span[0] - 1:]]
                 self.prof_table = (f"kernels {busy:.3f} s of {sum(walls):.3f} s wall over steps "
-                                   f"{self.prof_span[0]}..{self.prof_span[1] - 1}\n" + self.prof_table)
+                                   f"{self.prof_span[0]}..{self.prof_span[1] - 1}\n" + self.prof_table
+                                   + "\nthe host's side, operators by self CPU time (what issuing them costs):\n"
+                                   + ev.table(sort_by="self_cpu_time_total", row_limit=25, max_name_column_width=90))
             self.prof = False
 
     def on_train_end(self, args, state, control, **kw):
