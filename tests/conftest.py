@@ -1,7 +1,9 @@
 """Shared fixtures: a small synthetic FingerTip tree, its build/export, the tiny Qwen3-VL, a config."""
 from __future__ import annotations
 
+import fcntl
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -102,16 +104,32 @@ def exp(tmp_path_factory, synth_raw) -> dict:
     return {"cfg": cfg, "path": path, "tmp": tmp, "report": report}
 
 
+def built_once(tmp_path_factory, folder: str, *args: str) -> Path:
+    """``scripts/build_tiny_model.py --out <run's base>/<folder> ARGS``, once per test run: under xdist the workers
+    share the run's base folder (the parent of each worker's own) and take turns on a lock, so the second worker
+    to ask finds the model there (~10 CPU-s a build on the 2-core box). The model folders are read-only to tests."""
+    base = tmp_path_factory.getbasetemp()
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        base = base.parent
+    out = base / "shared" / folder
+    done = out.with_name(out.name + ".done")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with open(out.with_name(out.name + ".lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not done.exists():
+            shutil.rmtree(out, ignore_errors=True)
+            run_cli("scripts/build_tiny_model.py", "--out", str(out), *args)
+            done.write_text("")
+    return out
+
+
 @pytest.fixture(scope="session")
 def tiny_model(tmp_path_factory) -> Path:
-    out = tmp_path_factory.mktemp("tiny") / "tiny-qwen3-vl"
-    run_cli("scripts/build_tiny_model.py", "--out", str(out))
-    return out
+    """The tiny random Qwen3-VL, built once per test run (shared by the xdist workers)."""
+    return built_once(tmp_path_factory, "tiny/tiny-qwen3-vl")
 
 
 @pytest.fixture(scope="session")
 def tiny25(tmp_path_factory) -> Path:
-    """The tiny random Qwen2.5-VL (window attention in its ViT), built once per test session."""
-    out = tmp_path_factory.mktemp("tiny25") / "model"
-    run_cli("scripts/build_tiny_model.py", "--out", str(out), "--family", "qwen2_5_vl")
-    return out
+    """The tiny random Qwen2.5-VL (window attention in its ViT), built once per test run."""
+    return built_once(tmp_path_factory, "tiny25/model", "--family", "qwen2_5_vl")
