@@ -566,6 +566,8 @@ def main(argv=None):
     p.add_argument("--shape", choices=["tiny", "8b"], default="tiny")
     p.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
     p.add_argument("--quick", action="store_true", help="CI size: few samples and steps")
+    p.add_argument("--model", help="a model folder scripts/build_tiny_model.py wrote with this --shape (linked into "
+                   "the scratch folder, never changed or removed) instead of building one")
     p.add_argument("--n-eval", type=int, default=256)
     p.add_argument("--batch", type=int, default=64)
     p.add_argument("--new-tokens", type=int, default=24)
@@ -613,9 +615,12 @@ def main(argv=None):
         cfg = make_data(tmp, a.shape, budget)
         log(f"data ready ({time.time() - t0:.0f}s)")
         model_dir = tmp / "model"  # built in a child: this process holds no GPU memory while swift trains below
-        subprocess.run([sys.executable, str(ROOT / "scripts" / "build_tiny_model.py"), "--out", str(model_dir), "--shape",
-                        a.shape, "--device", a.device, "--dtype", "bfloat16" if a.device == "cuda" else "float32"],
-                       check=True, env=child_env(), cwd=ROOT)
+        if a.model:
+            model_dir.symlink_to(Path(a.model).resolve(), target_is_directory=True)
+        else:
+            subprocess.run([sys.executable, str(ROOT / "scripts" / "build_tiny_model.py"), "--out", str(model_dir),
+                            "--shape", a.shape, "--device", a.device,
+                            "--dtype", "bfloat16" if a.device == "cuda" else "float32"], check=True, env=child_env(), cwd=ROOT)
         log(f"model ready ({time.time() - t0:.0f}s)")
         if "train" not in a.skip:  # first: swift's children get the whole GPU (this process has not touched it yet)
             variants = [(v, TRAIN_VARIANTS[v]) for v in (a.train_variants or ["bs4_gc", "bs4_nogc"])]

@@ -208,6 +208,8 @@ def main(argv=None):
     p.add_argument("--tokens", action="store_true", help="also a user-token (special) fold")
     p.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
     p.add_argument("--quick", action="store_true", help="CI size")
+    p.add_argument("--model", help="a model folder scripts/build_tiny_model.py wrote with this --shape and --family "
+                   "(linked into the scratch folder, never changed or removed) instead of building one")
     p.add_argument("--n-eval", type=int, default=128)
     p.add_argument("--long-n", type=int, default=64, help="samples of the max_new_tokens 512 eval")
     p.add_argument("--short-tokens", type=int, default=32)
@@ -236,7 +238,10 @@ def main(argv=None):
         log(f"data ready ({time.time() - t0:.0f}s)")
         cmd = [sys.executable, str(ROOT / "scripts" / "build_tiny_model.py"), "--out", str(tmp / "model"), "--shape",
                a.shape, "--family", a.family, "--device", a.device, "--dtype", "bfloat16" if a.device == "cuda" else "float32"]
-        subprocess.run(cmd, check=True, env=child_env(), cwd=ROOT)  # a child: this process never touches the GPU
+        if a.model:
+            (tmp / "model").symlink_to(Path(a.model).resolve(), target_is_directory=True)
+        else:
+            subprocess.run(cmd, check=True, env=child_env(), cwd=ROOT)  # a child: this process never touches the GPU
         log(f"model ready ({time.time() - t0:.0f}s)")
         from data_prep.export import swift_paths
 

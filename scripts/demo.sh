@@ -4,18 +4,21 @@
 # (--config swift_configs/experiments/demo_qwen25.yaml: the same on a tiny Qwen2.5-VL, pixel answers).
 # Re-running resumes finished stages; --fresh starts over; --user-tokens adds the one-model method
 # (user tags: special tokens and text, and the pooled control; 30 epochs each: ~35 more minutes on 2 cores).
-# Usage: bash scripts/demo.sh [--fresh] [--user-tokens] [--config swift_configs/experiments/demo.yaml]
+# --workers N: person / user-token runs side by side (default 2, one per core of a 2-core box).
+# Usage: bash scripts/demo.sh [--fresh] [--user-tokens] [--workers N] [--config swift_configs/experiments/demo.yaml]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 CFG=swift_configs/experiments/demo.yaml
 FRESH=0
 TOKENS=0
+WORKERS=2
 while [ $# -gt 0 ]; do
   case "$1" in
     --fresh) FRESH=1 ;;
     --user-tokens) TOKENS=1 ;;
     --config) CFG=$2; shift ;;
-    *) echo "usage: $0 [--fresh] [--user-tokens] [--config EXP]" >&2; exit 2 ;;
+    --workers) WORKERS=$2; shift ;;
+    *) echo "usage: $0 [--fresh] [--user-tokens] [--workers N] [--config EXP]" >&2; exit 2 ;;
   esac
   shift
 done
@@ -49,10 +52,10 @@ stage "4/6 global full fine-tuning + eval"
 run global bash scripts/2_finetune_global.sh cpu --full --config "$CFG"
 run global_eval bash scripts/3_eval_checkpoint.sh cpu "$RUNS/global_full" --config "$CFG"
 stage "5/6 personalized LoRA K-fold on top of the global checkpoint"
-run person bash scripts/4_finetune_person.sh cpu --lora --config "$CFG" --workers 2
+run person bash scripts/4_finetune_person.sh cpu --lora --config "$CFG" --workers "$WORKERS"
 if [ "$TOKENS" = 1 ]; then
   stage "5b one model for all users: user tags (special token, text) and the pooled control"
-  run tokens bash scripts/4b_finetune_user_tokens.sh cpu --config "$CFG" --workers 2
+  run tokens bash scripts/4b_finetune_user_tokens.sh cpu --config "$CFG" --workers "$WORKERS"
 fi
 stage "6/6 report + visualizations"
 run visualize bash scripts/5_visualize.sh --config "$CFG" --run person_lora --max 2

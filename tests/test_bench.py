@@ -18,9 +18,11 @@ def scratch_of(stdout: str) -> Path:
     return Path(re.search(r"scratch folder \(data, model; removed on exit\): (\S+)", stdout).group(1))
 
 
-def test_gpu_bench_runs_on_cpu_with_the_tiny_model(tmp_path):
-    p = run_cli("bench/gpu_bench.py", "--shape", "tiny", "--device", "cpu", "--quick", "--out", str(tmp_path))
-    assert not scratch_of(p.stdout).exists()  # its model and data removed
+def test_gpu_bench_runs_on_cpu_with_the_tiny_model(tmp_path, tiny_model):
+    p = run_cli("bench/gpu_bench.py", "--shape", "tiny", "--device", "cpu", "--quick", "--model", str(tiny_model),
+                "--out", str(tmp_path))
+    assert not scratch_of(p.stdout).exists()  # its data and the link to the model removed
+    assert (tiny_model / "config.json").exists()  # the model it was given kept
     r = json.loads((tmp_path / "gpu_bench_cpu_quick.json").read_text())
     for k in ("eval_run", "eval_run_stock", "eval_run_gqa", "hf_batch1_pigg", "hf_batched", "prefill_only"):
         assert r["eval"][k]["samples_per_s"] > 0, k
@@ -69,12 +71,12 @@ def test_data_build_bench_small(tmp_path):
     assert "build:" in p.stdout and "peak RSS" in p.stdout and "skipped 0" in p.stdout
 
 
-def test_memory_fit_runs_on_cpu_with_the_tiny_model(tmp_path):
+def test_memory_fit_runs_on_cpu_with_the_tiny_model(tmp_path, tiny_model):
     """bench/memory_fit.py at CI size: eval.run's generate at auto and fixed batches in a child process,
     the reserve + long-rows path, person folds through swift sft with the preflight's estimate; the
     parent never touches CUDA."""
     run_cli("bench/memory_fit.py", "--shape", "tiny", "--device", "cpu", "--quick", "--skip", "cap_eval",
-            "--out", str(tmp_path))
+            "--model", str(tiny_model), "--out", str(tmp_path))
     r = json.loads((tmp_path / "memory_fit_cpu_quick.json").read_text())
     runs = r["eval"]["runs"]
     assert runs["short_auto"]["plan"] == {"batch_size": 32, "long_batch_size": 32, "auto": True, "device": "cpu"}

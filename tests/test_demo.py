@@ -150,7 +150,8 @@ def test_demo_on_qwen25_shows_piggs_ordering(tmp_path, tiny25):
     cfg = write_experiment(tmp_path, name="demo25_short", model__family="qwen2_5_vl", paths__model=str(tiny25),
                            **{**SHORT, "users__test": "1"})
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    p = subprocess.run(["bash", "scripts/demo.sh", "--config", str(cfg)], cwd=ROOT, env=env,
+    # one person worker: 3 folds do not need a second kept training and eval process (~25 CPU-s of imports)
+    p = subprocess.run(["bash", "scripts/demo.sh", "--workers", "1", "--config", str(cfg)], cwd=ROOT, env=env,
                        capture_output=True, text=True, timeout=900)
     assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
     assert "tiny random model (qwen2_5_vl)" in p.stdout
@@ -162,5 +163,8 @@ def test_demo_on_qwen25_shows_piggs_ordering(tmp_path, tiny25):
     assert o.loc["global", "median L2"] < o.loc["vanilla", "median L2"]
     assert o.loc["personalized", "acc@140 (%)"] > o.loc["global", "acc@140 (%)"] + 5
     assert o.loc["personalized", "median L2"] < o.loc["global", "median L2"]
+    stats = [json.loads((d / "eval" / "eval_stats.json").read_text())["engine"]
+             for d in sorted((tmp_path / "runs" / "demo25_short" / "person_lora").glob("user_*/fold_*"))]
+    assert len(stats) == 3 and stats.count("kept base, adapter swapped") == 2, stats  # one worker: folds 2-3 swapped
     ckpt = next((tmp_path / "runs" / "demo25_short" / "global_full").glob("checkpoint-*"))
     assert json.loads((ckpt / "args.json").read_text())["model_type"] == "qwen2_5_vl"
