@@ -66,6 +66,20 @@ def first_gpu() -> tuple[str, float | None]:
         return "cpu", None
 
 
+def random_model(out: Path, shape: str, device: str, family: str = "qwen3_vl", given: str | None = None) -> Path:
+    """The bench's random model of ``shape`` at ``out``: scripts/build_tiny_model.py in a child process (this process
+    holds no GPU memory while swift trains later), bf16 weights for CUDA, float32 on the CPU; or, with ``given`` (a
+    folder that script wrote with the same shape and family), a link to it, never changed or removed (a scratch
+    folder's clean-up removes the link only)."""
+    if given:
+        out.symlink_to(Path(given).resolve(), target_is_directory=True)
+    else:
+        subprocess.run([sys.executable, str(ROOT / "scripts" / "build_tiny_model.py"), "--out", str(out), "--shape",
+                        shape, "--family", family, "--device", device,
+                        "--dtype", "bfloat16" if device == "cuda" else "float32"], check=True, env=child_env(), cwd=ROOT)
+    return out
+
+
 def child_env(**extra) -> dict:
     """A child's environment (data_prep/procenv.py: offline, the project first on PYTHONPATH) plus ``extra``."""
     return procenv.child_env(**extra)

@@ -28,7 +28,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # bench/_common.py
 from data_prep.io import read_json, write_json  # noqa: E402
 from data_prep.rundir import done, eval_dir, fold_dir, read_marker, run_dir, trained  # noqa: E402
-from _common import ROOT, child_env, first_gpu, prepare_experiment, scratch  # noqa: E402
+from _common import ROOT, child_env, first_gpu, prepare_experiment, scratch, random_model  # noqa: E402
 
 CLOCK = ROOT / "bench" / "plugins" / "phase_clock.py"
 
@@ -80,7 +80,8 @@ def run_variant(cfg_path: Path, cfg: dict, name: str, device: str, folds: int) -
     keep_train, keep_eval = VARIANTS[name]
     cmd = [sys.executable, "-m", "swift_configs.person", "--config", str(cfg_path), "--set", f"name={name}",
            "--set", f"eval.keep_loaded={str(keep_eval).lower()}",
-           "--set", f"train.keep_loaded={str(keep_train).lower()}", "--users", "1", "--fold", *[str(f) for f in range(folds)], "--lora", "--gpus", "0" if device == "cuda" else "cpu"]
+           "--set", f"train.keep_loaded={str(keep_train).lower()}", "--users", "1",
+           "--fold", *[str(f) for f in range(folds)], "--lora", "--gpus", "0" if device == "cuda" else "cpu"]
     t = time.time()
     p = subprocess.run(cmd, cwd=ROOT, env=child_env(), capture_output=True, text=True)
     res = {"train_keep_loaded": keep_train, "eval_keep_loaded": keep_eval, "rc": p.returncode,
@@ -129,10 +130,7 @@ def main(argv=None) -> None:
         model = Path(a.model_dir) if a.model_dir else tmp / "model"
         t0 = time.time()
         if not (model / "config.json").exists():
-            subprocess.run([sys.executable, str(ROOT / "scripts" / "build_tiny_model.py"), "--out", str(model),
-                            "--shape", a.shape, "--device", a.device,
-                            "--dtype", "bfloat16" if a.device == "cuda" else "float32"], check=True, env=child_env(),
-                           cwd=ROOT)
+            random_model(model, a.shape, a.device)
         synth(tmp / "raw", users=3, episodes=12, seed=0, scale=0.25 if a.shape == "tiny" else 1.0, defects=False,
               test_users=1, test_episodes=a.episodes)
         cfg_path, cfg = prepare_experiment(tmp, model, "fold", {

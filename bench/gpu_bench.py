@@ -26,7 +26,6 @@ import gc
 import json
 import os
 import re
-import subprocess
 import sys
 import tempfile
 import time
@@ -37,7 +36,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "scripts"))
 sys.path.insert(0, str(ROOT / "bench"))
 from data_prep.io import write_json  # noqa: E402
-from _common import child_env, first_gpu, median_step_s, prepare_experiment, read_train_log, run_fresh, short_run, steady_rate, scratch  # noqa: E402
+from _common import child_env, first_gpu, median_step_s, prepare_experiment, read_train_log, run_fresh, short_run, steady_rate, scratch, random_model  # noqa: E402
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("MODELSCOPE_OFFLINE", "1")
 
@@ -566,8 +565,8 @@ def main(argv=None):
     p.add_argument("--shape", choices=["tiny", "8b"], default="tiny")
     p.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
     p.add_argument("--quick", action="store_true", help="CI size: few samples and steps")
-    p.add_argument("--model", help="a model folder scripts/build_tiny_model.py wrote with this --shape (linked into "
-                   "the scratch folder, never changed or removed) instead of building one")
+    p.add_argument("--model-dir", help="a model folder scripts/build_tiny_model.py wrote with this --shape (linked "
+                   "into the scratch folder, never changed or removed) instead of building one")
     p.add_argument("--n-eval", type=int, default=256)
     p.add_argument("--batch", type=int, default=64)
     p.add_argument("--new-tokens", type=int, default=24)
@@ -614,13 +613,7 @@ def main(argv=None):
         t0 = time.time()
         cfg = make_data(tmp, a.shape, budget)
         log(f"data ready ({time.time() - t0:.0f}s)")
-        model_dir = tmp / "model"  # built in a child: this process holds no GPU memory while swift trains below
-        if a.model:
-            model_dir.symlink_to(Path(a.model).resolve(), target_is_directory=True)
-        else:
-            subprocess.run([sys.executable, str(ROOT / "scripts" / "build_tiny_model.py"), "--out", str(model_dir),
-                            "--shape", a.shape, "--device", a.device,
-                            "--dtype", "bfloat16" if a.device == "cuda" else "float32"], check=True, env=child_env(), cwd=ROOT)
+        model_dir = random_model(tmp / "model", a.shape, a.device, given=a.model_dir)
         log(f"model ready ({time.time() - t0:.0f}s)")
         if "train" not in a.skip:  # first: swift's children get the whole GPU (this process has not touched it yet)
             variants = [(v, TRAIN_VARIANTS[v]) for v in (a.train_variants or ["bs4_gc", "bs4_nogc"])]

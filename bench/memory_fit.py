@@ -29,7 +29,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # bench/_common.py
-from _common import ROOT, child_env, first_gpu, median_step_s, prepare_experiment, read_train_log, run_fresh, short_run, steady_rate, scratch  # noqa: E402
+from _common import ROOT, child_env, first_gpu, median_step_s, prepare_experiment, read_train_log, run_fresh, short_run, steady_rate, scratch, random_model  # noqa: E402
 from data_prep.io import read_json, write_json  # noqa: E402
 from data_prep.rundir import tokens_stage  # noqa: E402
 
@@ -208,8 +208,8 @@ def main(argv=None):
     p.add_argument("--tokens", action="store_true", help="also a user-token (special) fold")
     p.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
     p.add_argument("--quick", action="store_true", help="CI size")
-    p.add_argument("--model", help="a model folder scripts/build_tiny_model.py wrote with this --shape and --family "
-                   "(linked into the scratch folder, never changed or removed) instead of building one")
+    p.add_argument("--model-dir", help="a model folder scripts/build_tiny_model.py wrote with this --shape and "
+                   "--family (linked into the scratch folder, never changed or removed) instead of building one")
     p.add_argument("--n-eval", type=int, default=128)
     p.add_argument("--long-n", type=int, default=64, help="samples of the max_new_tokens 512 eval")
     p.add_argument("--short-tokens", type=int, default=32)
@@ -236,12 +236,7 @@ def main(argv=None):
         t0 = time.time()
         cfg_path, cfg = make_data(tmp, a.shape, budget, 12 if a.shape == "tiny" else 150, a.family)
         log(f"data ready ({time.time() - t0:.0f}s)")
-        cmd = [sys.executable, str(ROOT / "scripts" / "build_tiny_model.py"), "--out", str(tmp / "model"), "--shape",
-               a.shape, "--family", a.family, "--device", a.device, "--dtype", "bfloat16" if a.device == "cuda" else "float32"]
-        if a.model:
-            (tmp / "model").symlink_to(Path(a.model).resolve(), target_is_directory=True)
-        else:
-            subprocess.run(cmd, check=True, env=child_env(), cwd=ROOT)  # a child: this process never touches the GPU
+        random_model(tmp / "model", a.shape, a.device, a.family, given=a.model_dir)
         log(f"model ready ({time.time() - t0:.0f}s)")
         from data_prep.export import swift_paths
 

@@ -27,7 +27,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import ROOT, child_env, first_gpu, median_step_s, read_train_log, run_fresh, scratch, short_run  # noqa: E402
+from _common import ROOT, child_env, first_gpu, median_step_s, read_train_log, run_fresh, scratch, short_run, random_model  # noqa: E402
 from data_prep.io import write_json  # noqa: E402
 
 TIMER = Path(__file__).resolve().parent / "plugins" / "step_timer.py"
@@ -181,11 +181,7 @@ def main(argv=None) -> None:
     with scratch("pigg_steps_") as tmp:
         t0 = time.time()
         _, cfg = make_data(tmp, a.shape, budget, 12 if a.shape == "tiny" else a.episodes, a.family)
-        import subprocess
-
-        subprocess.run([sys.executable, str(ROOT / "scripts" / "build_tiny_model.py"), "--out", str(tmp / "model"),
-                        "--shape", a.shape, "--family", a.family, "--device", a.device,
-                        "--dtype", "bfloat16" if a.device == "cuda" else "float32"], check=True, env=child_env(), cwd=ROOT)
+        random_model(tmp / "model", a.shape, a.device, a.family)
         log(f"data and model ready ({time.time() - t0:.0f}s)")
         for name in a.variants:
             log(f"{name}: swift sft, {a.steps} steps ...")

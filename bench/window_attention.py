@@ -25,7 +25,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # bench/_common.py
-from _common import ROOT, child_env, first_gpu, scratch  # noqa: E402
+from _common import ROOT, child_env, first_gpu, scratch, random_model  # noqa: E402
 from data_prep.io import read_json, write_json  # noqa: E402
 from memory_fit import make_data, train_fold  # noqa: E402
 
@@ -148,9 +148,7 @@ def main(argv=None):
                                                                      capture_output=True, text=True).stdout.strip()}
     with scratch("pigg_win_") as tmp:
         cfg_path, cfg = make_data(tmp, a.shape, budget, 12 if a.quick else 150, "qwen2_5_vl")
-        subprocess.run([sys.executable, str(ROOT / "scripts" / "build_tiny_model.py"), "--out", str(tmp / "model"),
-                        "--shape", a.shape, "--family", "qwen2_5_vl", "--device", a.device,
-                        "--dtype", "bfloat16" if a.device == "cuda" else "float32"], check=True, env=child_env(), cwd=ROOT)
+        random_model(tmp / "model", a.shape, a.device, "qwen2_5_vl")
         log("model ready")
         from data_prep.export import swift_paths
 

@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import json
 import shutil
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -22,7 +21,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # bench/_common.py
 from data_prep.io import write_json  # noqa: E402
 from data_prep.rundir import done, generated_yaml, marker_checkpoint  # noqa: E402
-from _common import ROOT, child_env, first_gpu, prepare_experiment, read_train_log, run_polled, steady_rate, scratch  # noqa: E402
+from _common import ROOT, child_env, first_gpu, prepare_experiment, read_train_log, run_polled, steady_rate, scratch, random_model  # noqa: E402
 
 TOKENS = 1082  # per sample: prompt ≈ 1052 (measured by gpu_bench) + answer ≈ 30
 
@@ -140,9 +139,7 @@ def main(argv=None):
         model = tmp / "model"
         # built in a child: this process must hold no GPU memory while swift trains (it kept ~17 GB on GPU 0,
         # its allocator's cache, and the 2 x H100 run ran out of memory)
-        subprocess.run([sys.executable, str(ROOT / "scripts" / "build_tiny_model.py"), "--out", str(model), "--shape", a.shape,
-                        "--device", "cuda" if a.shape == "8b" else "cpu",
-                        "--dtype", "bfloat16" if a.shape == "8b" else "float32"], check=True, env=child_env(), cwd=ROOT)
+        random_model(model, a.shape, "cuda" if a.shape == "8b" else "cpu")
         for v in variants:
             gpus = ",".join(a.gpus.split(",")[:v["n_gpus"]]) if v["n_gpus"] else a.gpus
             run_variant(tmp, model, gpus, a.steps, v, Path(a.out), a.label)

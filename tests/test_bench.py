@@ -19,7 +19,7 @@ def scratch_of(stdout: str) -> Path:
 
 
 def test_gpu_bench_runs_on_cpu_with_the_tiny_model(tmp_path, tiny_model):
-    p = run_cli("bench/gpu_bench.py", "--shape", "tiny", "--device", "cpu", "--quick", "--model", str(tiny_model),
+    p = run_cli("bench/gpu_bench.py", "--shape", "tiny", "--device", "cpu", "--quick", "--model-dir", str(tiny_model),
                 "--out", str(tmp_path))
     assert not scratch_of(p.stdout).exists()  # its data and the link to the model removed
     assert (tiny_model / "config.json").exists()  # the model it was given kept
@@ -76,7 +76,7 @@ def test_memory_fit_runs_on_cpu_with_the_tiny_model(tmp_path, tiny_model):
     the reserve + long-rows path, person folds through swift sft with the preflight's estimate; the
     parent never touches CUDA."""
     run_cli("bench/memory_fit.py", "--shape", "tiny", "--device", "cpu", "--quick", "--skip", "cap_eval",
-            "--model", str(tiny_model), "--out", str(tmp_path))
+            "--model-dir", str(tiny_model), "--out", str(tmp_path))
     r = json.loads((tmp_path / "memory_fit_cpu_quick.json").read_text())
     runs = r["eval"]["runs"]
     assert runs["short_auto"]["plan"] == {"batch_size": 32, "long_batch_size": 32, "auto": True, "device": "cpu"}

@@ -252,8 +252,8 @@ def test_offload_optimizer_renders_zero3_with_cpu_adam(fake_global):
 
 
 def test_the_speed_switches_reach_the_training_child(fake_global):
-    """train.lora_fused_add / train.vision_cache_gib / train.native_rms_norm (pigg.yaml) become the environment the swift plugins read, and
-    the plugins are in every run's external_plugins; a negative cache size is refused with its key."""
+    """train.lora_fused_add / train.vision_cache_gib / train.native_rms_norm (pigg.yaml) become the environment the
+    swift plugins read, and the plugins are in every run's external_plugins; a negative cache size is refused."""
     from data_prep.procenv import PLUGINS
 
     cfg = load_experiment(fake_global["config_path"], ["train.vision_cache_gib=2", "train.lora_fused_add=false"])
