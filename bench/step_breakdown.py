@@ -57,6 +57,9 @@ VARIANTS = {  # name -> (swift keys on top of the person template, environment);
     "liger_norm_again": ([], {"PIGG_NATIVE_RMSNORM": "0"}),
     "liger_norm_profiled": ([], {"PIGG_NATIVE_RMSNORM": "0", "PIGG_STEP_PROFILE": "14:17"}),
     "nopin": (["dataloader_pin_memory=false"], {}),
+    # the next epoch's batches not started during this one (shipped before the fourteenth session)
+    "no_epoch_prefetch": ([], {"PIGG_EPOCH_PREFETCH": "0"}),
+    "no_epoch_prefetch_again": ([], {"PIGG_EPOCH_PREFETCH": "0"}),
     # every sample encoded once before training (8 processes) instead of by the loader's workers each epoch
     "eager_encode": (["lazy_tokenize=false", "dataset_num_proc=8"], {}),
     "profiled": ([], {"PIGG_STEP_PROFILE": "10:13"}),  # torch.profiler over steps 10-12: the kernel table

@@ -17,6 +17,7 @@ from safetensors.torch import load_file
 from conftest import ROOT, run_cli, write_experiment
 from data_prep.config import load_experiment
 from data_prep.rundir import run_dir
+from data_prep import epoch_prefetch
 from data_prep.export import export
 from data_prep.fingertip import build
 
@@ -340,7 +341,11 @@ def test_person_kfold_kill_and_resume(e2e):
 def test_forked_run_trains_as_a_fresh_process(e2e, tmp_path):
     """train.keep_loaded (shipped): a sweep's runs are forked from one process that imported torch, transformers and
     swift (swift_configs/train_serve.py). The same fold trained by a fresh `swift sft` process (keep_loaded false)
-    logs the same losses step by step, and scores the same hold-out metrics."""
+    logs the same losses step by step, and scores the same hold-out metrics. The fresh one also has 2 loader workers
+    (not kept between epochs: like the in-process loader, a new iterator each epoch) with train.epoch_prefetch
+    (shipped; data_prep/epoch_prefetch.py): epoch 2's batches encoded during epoch 1, and still the same losses (same
+    batches, same order, the same CPU random stream for the LoRA dropout; kept workers draw their seed once a run,
+    which moves CPU dropout: tests/test_epoch_prefetch.py compares those with and without the stream)."""
     cfg = e2e["cfg"]
     from swift_configs.train import FORKED
 
@@ -351,9 +356,12 @@ def test_forked_run_trains_as_a_fresh_process(e2e, tmp_path):
     assert FORKED in (fold / "train.log").read_text()
     base = yaml.safe_load((run_dir(cfg, "global_full") / "DONE").read_text())["checkpoint"]
     run_cli("-m", "swift_configs.person", "--config", e2e["path"], *e2e["ov"], "--users", "2", "--fold", "0",
-            "--set", f"paths.runs={tmp_path}", "--set", f"train.person_base={base}", "--set", "train.keep_loaded=false")
+            "--set", f"paths.runs={tmp_path}", "--set", f"train.person_base={base}", "--set", "train.keep_loaded=false",
+            "--set", "train.person_overrides.dataloader_num_workers=2",
+            "--set", "train.person_overrides.dataloader_persistent_workers=false")
     fresh = run_dir(load_experiment(e2e["path"], [f"paths.runs={tmp_path}"]), "person_lora", "user_2", "fold_0")
-    assert FORKED not in (fresh / "train.log").read_text()
+    log = (fresh / "train.log").read_text()
+    assert FORKED not in log and f"{epoch_prefetch.LOG} 2 were encoded during" in log
     losses = lambda d: [(r["global_step/max_steps"], r["loss"]) for r in map(json.loads, (d / "logging.jsonl").read_text().splitlines()) if "loss" in r]  # noqa: E731,E501
     assert losses(fold) and losses(fold) == losses(fresh)
     metrics = lambda d: json.loads((d / "eval" / "metrics.json").read_text())["pigg"]  # noqa: E731
