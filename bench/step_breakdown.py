@@ -60,6 +60,9 @@ VARIANTS = {  # name -> (swift keys on top of the person template, environment);
     # the next epoch's batches not started during this one (shipped before the fourteenth session)
     "no_epoch_prefetch": ([], {"PIGG_EPOCH_PREFETCH": "0"}),
     "no_epoch_prefetch_again": ([], {"PIGG_EPOCH_PREFETCH": "0"}),
+    # epoch 1's slow language-model steps (3-5, 8-9: 500-740 ms against ~400): the allocator growing?
+    "expandable": ([], {"PYTORCH_CUDA_ALLOC_CONF": "expandable_segments:True"}),
+    "warmup_profiled": ([], {"PIGG_STEP_PROFILE": "3:6"}),
     # every sample encoded once before training (8 processes) instead of by the loader's workers each epoch
     "eager_encode": (["lazy_tokenize=false", "dataset_num_proc=8"], {}),
     "profiled": ([], {"PIGG_STEP_PROFILE": "10:13"}),  # torch.profiler over steps 10-12: the kernel table
