@@ -33,6 +33,7 @@ from data_prep.io import write_json  # noqa: E402
 TIMER = Path(__file__).resolve().parent / "plugins" / "step_timer.py"
 LORA_INPUTS = ROOT / "data_prep" / "plugins" / "lora_inputs.py"  # active only with PIGG_LORA_AUTOCAST_INPUTS=1
 COMPILE = Path(__file__).resolve().parent / "plugins" / "compile_layers.py"  # active only with PIGG_COMPILE_LAYERS=1
+SDPA = Path(__file__).resolve().parent / "plugins" / "sdpa_backend.py"  # active only with PIGG_SDPA_CUDNN=0
 VARIANTS = {  # name -> (swift keys on top of the person template, environment); the recipe never changes here
     "shipped": ([], {}),
     # what was shipped before the fused LoRA add and the vision cache
@@ -63,6 +64,10 @@ VARIANTS = {  # name -> (swift keys on top of the person template, environment);
     # epoch 1's slow language-model steps (3-5, 8-9: 500-740 ms against ~400): the allocator growing?
     "expandable": ([], {"PYTORCH_CUDA_ALLOC_CONF": "expandable_segments:True"}),
     "warmup_profiled": ([], {"PIGG_STEP_PROFILE": "3:6"}),
+    # SDPA without its cuDNN backend (bench/plugins/sdpa_backend.py): cuDNN builds a plan per new sequence length
+    "no_cudnn_sdpa": ([], {"PIGG_SDPA_CUDNN": "0"}),
+    "no_cudnn_sdpa_again": ([], {"PIGG_SDPA_CUDNN": "0"}),
+    "no_cudnn_sdpa_profiled": ([], {"PIGG_SDPA_CUDNN": "0", "PIGG_STEP_PROFILE": "14:17"}),
     # every sample encoded once before training (8 processes) instead of by the loader's workers each epoch
     "eager_encode": (["lazy_tokenize=false", "dataset_num_proc=8"], {}),
     "profiled": ([], {"PIGG_STEP_PROFILE": "10:13"}),  # torch.profiler over steps 10-12: the kernel table
@@ -119,7 +124,7 @@ def run_variant(cfg: dict, model: Path, device: str, steps: int, name: str, extr
     cfg = {**cfg, "train": {**cfg["train"], "person_base": str(model)}}
     run = render(cfg, "person", user=1, fold=0, gpus="0" if device == "cuda" else "cpu",
                  overrides=short_run(steps, device)
-                 + ["callbacks=['pigg_step_timer']", f"external_plugins=['{TIMER}', '{LORA_INPUTS}', '{COMPILE}']"]
+                 + ["callbacks=['pigg_step_timer']", f"external_plugins=['{TIMER}', '{LORA_INPUTS}', '{COMPILE}', '{SDPA}']"]
                  + ([] if device == "cuda" else ["use_liger_kernel=false"]) + extra)
     out = tmp / f"timer_{name}.json"
     env = child_env(**{**{k: str(v) for k, v in run.env.items()}, **run.proc_env, "PIGG_STEP_TIMER_OUT": str(out),
