@@ -63,6 +63,7 @@ VARIANTS = {  # name -> (swift keys on top of the person template, environment);
     "no_epoch_prefetch_again": ([], {"PIGG_EPOCH_PREFETCH": "0"}),
     # epoch 1's slow language-model steps (3-5, 8-9: 500-740 ms against ~400): the allocator growing?
     "expandable": ([], {"PYTORCH_CUDA_ALLOC_CONF": "expandable_segments:True"}),
+    "expandable_again": ([], {"PYTORCH_CUDA_ALLOC_CONF": "expandable_segments:True"}),
     "warmup_profiled": ([], {"PIGG_STEP_PROFILE": "3:6"}),
     # SDPA without its cuDNN backend (bench/plugins/sdpa_backend.py): cuDNN builds a plan per new sequence length
     "no_cudnn_sdpa": ([], {"PIGG_SDPA_CUDNN": "0"}),
