@@ -68,6 +68,9 @@ VARIANTS = {  # name -> (swift keys on top of the person template, environment);
     # SDPA without its cuDNN backend (bench/plugins/sdpa_backend.py): cuDNN builds a plan per new sequence length
     "no_cudnn_sdpa": ([], {"PIGG_SDPA_CUDNN": "0"}),
     "no_cudnn_sdpa_again": ([], {"PIGG_SDPA_CUDNN": "0"}),
+    # batches padded to the longest row only (shipped before the fourteenth session; train.pad_to_multiple 0)
+    "no_pad_multiple": ([], {"PIGG_PAD_TO_MULTIPLE": "0"}),
+    "no_pad_multiple_again": ([], {"PIGG_PAD_TO_MULTIPLE": "0"}),
     "no_cudnn_sdpa_profiled": ([], {"PIGG_SDPA_CUDNN": "0", "PIGG_STEP_PROFILE": "14:17"}),
     # every sample encoded once before training (8 processes) instead of by the loader's workers each epoch
     "eager_encode": (["lazy_tokenize=false", "dataset_num_proc=8"], {}),

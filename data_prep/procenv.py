@@ -11,8 +11,9 @@ The one place these are set:
 - from the experiment: ``IMAGE_MAX_TOKEN_NUM`` (the image budget: swift reads it per process and does not
   save it in a checkpoint, and answers in pixels depend on it), ``PIGG_TRUST_REMOTE_CODE`` and
   ``PIGG_BATCHED_WINDOWS`` (data_prep/window_attention.py), ``PIGG_TOKEN_INIT`` (data_prep/token_init.py),
-  ``PIGG_LORA_AUTOCAST_INPUTS``, ``PIGG_LORA_FUSED_ADD``, ``PIGG_NATIVE_RMSNORM``, ``PIGG_VISION_CACHE_GIB`` and
-  ``PIGG_EPOCH_PREFETCH`` (data_prep/lora_inputs.py, lora_fused.py, rms_norm.py, vision_cache.py, epoch_prefetch.py).
+  ``PIGG_LORA_AUTOCAST_INPUTS``, ``PIGG_LORA_FUSED_ADD``, ``PIGG_NATIVE_RMSNORM``, ``PIGG_VISION_CACHE_GIB``,
+  ``PIGG_EPOCH_PREFETCH`` and ``PIGG_PAD_TO_MULTIPLE`` (data_prep/lora_inputs.py, lora_fused.py, rms_norm.py,
+  vision_cache.py, epoch_prefetch.py, pad_multiple.py).
 
 Remote code: ms-swift 4.6 loads every model folder with ``trust_remote_code=True`` (``ModelLoader.
 default_trust_remote_code``, and a hard-coded ``AutoConfig.from_pretrained(..., trust_remote_code=True)`` in
@@ -33,6 +34,7 @@ from typing import Callable
 from .epoch_prefetch import ENV as EPOCH_PREFETCH_ENV
 from .lora_fused import ENV as LORA_FUSED_ENV
 from .lora_inputs import ENV as LORA_INPUTS_ENV
+from .pad_multiple import ENV as PAD_MULTIPLE_ENV
 from .rms_norm import ENV as RMS_NORM_ENV
 from .token_init import ENV as TOKEN_INIT_ENV
 from .vision_cache import ENV as VISION_CACHE_ENV
@@ -41,13 +43,14 @@ from .window_attention import ENV as WINDOWS_ENV
 ROOT = Path(__file__).resolve().parent.parent
 PLUGINS = [Path(__file__).with_name("plugins") / f
            for f in ("remote_code.py", "window_attention.py", "token_init.py", "lora_inputs.py", "lora_fused.py",
-                     "vision_cache.py", "flash_varlen.py", "rms_norm.py", "epoch_prefetch.py")]
+                     "vision_cache.py", "flash_varlen.py", "rms_norm.py", "epoch_prefetch.py", "pad_multiple.py")]
 # swift's external_plugins: the remote-code switch, Qwen2.5-VL's batched window attention
 # (data_prep/window_attention.py), distinct starting rows of new user tokens (data_prep/token_init.py),
 # LoRA inputs left in the autocast dtype (data_prep/lora_inputs.py), the LoRA update added inside one product
 # (data_prep/lora_fused.py), the frozen vision tower's features kept for later epochs (data_prep/vision_cache.py),
 # Qwen3-VL's RMSNorm as torch's fused operator (data_prep/rms_norm.py), int lengths for flash-attn-4's varlen kernel
-# (data_prep/attention.py), the next epoch's batches encoded during this one (data_prep/epoch_prefetch.py)
+# (data_prep/attention.py), the next epoch's batches encoded during this one (data_prep/epoch_prefetch.py), batches
+# padded to a multiple of tokens on CUDA (data_prep/pad_multiple.py)
 TRUST_ENV = "PIGG_TRUST_REMOTE_CODE"
 OFFLINE = {"HF_HUB_OFFLINE": "1", "MODELSCOPE_OFFLINE": "1"}
 # PyTorch's CPU allocator backs tensors of >= 2 MB with transparent huge pages (read once, when a process first
@@ -67,6 +70,7 @@ def experiment_env(cfg: dict) -> dict[str, str]:
             LORA_FUSED_ENV: "1" if cfg["train"]["lora_fused_add"] else "0",
             RMS_NORM_ENV: "1" if cfg["train"]["native_rms_norm"] else "0",
             EPOCH_PREFETCH_ENV: "1" if cfg["train"]["epoch_prefetch"] else "0",
+            PAD_MULTIPLE_ENV: str(cfg["train"]["pad_to_multiple"]),
             VISION_CACHE_ENV: str(cfg["train"]["vision_cache_gib"])}
 
 

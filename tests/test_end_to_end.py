@@ -112,6 +112,41 @@ def test_eval_input_is_training_encoding_minus_answer(e2e):
     assert 0 < image_tokens <= e2e["cfg"]["image_max_token_num"]
 
 
+def test_batch_padded_to_a_multiple_keeps_the_loss(e2e):
+    """train.pad_to_multiple (data_prep/pad_multiple.py; applied on CUDA): swift's own collator with the batch padded
+    to the longest row rounded up to 64 tokens. The rows' tokens, labels and mask are unchanged in the first columns,
+    the padding is pad / -100 / mask 0, and the tiny model's loss is the same as on the unpadded batch."""
+    import copy
+
+    import torch
+
+    from data_prep.pad_multiple import collate
+    from eval.engine import build_engine
+    from eval.job import load_rows
+
+    os.environ["IMAGE_MAX_TOKEN_NUM"] = str(e2e["cfg"]["image_max_token_num"])
+    engine = build_engine(str(e2e["model"]), [], 2, "cpu")
+    t, model = engine.template, engine.model
+    t.set_mode("train")
+    t.model = model  # the trainer's template has its model (Qwen3-VL's collator asks it for the 3D positions)
+    try:
+        rows = [t.encode(r) for _, r in load_rows(Path(e2e["cfg"]["paths"]["data"]) / "swift" / "user_1" / "all.jsonl")[:3]]
+        # swift's collator changes the rows it is given (as in training, each batch collated once): a copy each
+        plain, padded = t.data_collator(copy.deepcopy(rows)), collate(t.data_collator, 64, copy.deepcopy(rows))
+    finally:
+        t.set_mode("transformers")
+        t.model = None
+    n, m = plain["input_ids"].shape[1], padded["input_ids"].shape[1]
+    assert m % 64 == 0 and n < m < n + 64, (n, m)
+    for key in ("input_ids", "labels", "attention_mask"):
+        assert torch.equal(padded[key][:, :n], plain[key]), key
+    assert (padded["labels"][:, n:] == -100).all() and (padded["attention_mask"][:, n:] == 0).all()
+    assert torch.equal(padded["pixel_values"], plain["pixel_values"])
+    with torch.no_grad():
+        loss = lambda b: float(model(**{k: v for k, v in b.items() if torch.is_tensor(v)}).loss)  # noqa: E731
+        assert loss(padded) == pytest.approx(loss(plain), rel=1e-5)
+
+
 def test_gqa_decode_gives_the_same_answers_as_sdpa(e2e):
     """eval.run's GQA decode step (eval.gqa_decode, on by default) changes no answer of a batched run
     (compared on the answer tokens' log-probs, to 4 decimals)."""
