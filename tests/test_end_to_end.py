@@ -112,20 +112,25 @@ def test_eval_input_is_training_encoding_minus_answer(e2e):
     assert 0 < image_tokens <= e2e["cfg"]["image_max_token_num"]
 
 
-def test_batch_padded_to_a_multiple_keeps_the_loss(e2e):
+@pytest.mark.parametrize("family", ["qwen3_vl", "qwen2_5_vl"])
+def test_batch_padded_to_a_multiple_keeps_the_loss(e2e, family, request):
     """train.pad_to_multiple (data_prep/pad_multiple.py; applied on CUDA): swift's own collator with the batch padded
     to the longest row rounded up to 64 tokens. The rows' tokens, labels and mask are unchanged in the first columns,
-    the padding is pad / -100 / mask 0, and the tiny model's loss is the same as on the unpadded batch."""
+    the padding is pad / -100 / mask 0, and the tiny model's loss is the same as on the unpadded batch (both
+    families: their collators compute the 3D rope positions from the mask)."""
     import copy
 
     import torch
 
+    from data_prep.family import FAMILIES
     from data_prep.pad_multiple import collate
     from eval.engine import build_engine
     from eval.job import load_rows
 
+    fam = FAMILIES[family]
+    model = e2e["model"] if family == "qwen3_vl" else request.getfixturevalue("tiny25")
     os.environ["IMAGE_MAX_TOKEN_NUM"] = str(e2e["cfg"]["image_max_token_num"])
-    engine = build_engine(str(e2e["model"]), [], 2, "cpu")
+    engine = build_engine(str(model), [], 2, "cpu", model_type=fam.model_type, template_type=fam.template)
     t, model = engine.template, engine.model
     t.set_mode("train")
     t.model = model  # the trainer's template has its model (Qwen3-VL's collator asks it for the 3D positions)
