@@ -173,6 +173,9 @@ def _finish(cfg: dict, path: Path) -> dict:
     if cfg["train"]["vision_cache_gib"] < 0:
         raise ConfigError(f"{path}: 'train.vision_cache_gib' must be >= 0 (0: off), "
                           f"got {cfg['train']['vision_cache_gib']}")
+    if cfg["train"]["pad_to_multiple"] < 0:
+        raise ConfigError(f"{path}: 'train.pad_to_multiple' must be >= 0 (0 or 1: off), "
+                          f"got {cfg['train']['pad_to_multiple']}")
     if cfg["train"]["offload"] not in ("none", "optimizer"):
         raise ConfigError(f"{path}: 'train.offload' must be none or optimizer, got {cfg['train']['offload']!r}")
     for key in ("max_new_tokens", "reserve_new_tokens"):

@@ -252,19 +252,25 @@ def test_offload_optimizer_renders_zero3_with_cpu_adam(fake_global):
 
 
 def test_the_speed_switches_reach_the_training_child(fake_global):
-    """train.lora_fused_add / train.vision_cache_gib / train.native_rms_norm (pigg.yaml) become the environment the
-    swift plugins read, and the plugins are in every run's external_plugins; a negative cache size is refused."""
+    """train.lora_fused_add / train.vision_cache_gib / train.native_rms_norm / train.epoch_prefetch /
+    train.pad_to_multiple (pigg.yaml) become the environment the swift plugins read, and the plugins are in every
+    run's external_plugins; a negative cache size or padding multiple is refused."""
     from data_prep.procenv import PLUGINS
 
-    cfg = load_experiment(fake_global["config_path"], ["train.vision_cache_gib=2", "train.lora_fused_add=false"])
+    cfg = load_experiment(fake_global["config_path"], ["train.vision_cache_gib=2", "train.lora_fused_add=false",
+                                                       "train.epoch_prefetch=false"])
     cfg["paths"] = fake_global["paths"]
     run = render(cfg, "global", gpus="0")
     assert run.env["PIGG_VISION_CACHE_GIB"] == "2.0" and run.env["PIGG_LORA_FUSED_ADD"] == "0"
-    assert run.env["PIGG_NATIVE_RMSNORM"] == "1"  # pigg.yaml's default
-    assert {p.name for p in PLUGINS} >= {"lora_fused.py", "vision_cache.py", "rms_norm.py"}
+    assert run.env["PIGG_EPOCH_PREFETCH"] == "0"
+    assert run.env["PIGG_NATIVE_RMSNORM"] == "1" and run.env["PIGG_PAD_TO_MULTIPLE"] == "64"  # pigg.yaml's defaults
+    assert {p.name for p in PLUGINS} >= {"lora_fused.py", "vision_cache.py", "rms_norm.py", "epoch_prefetch.py",
+                                         "pad_multiple.py"}
     assert all(str(p) in run.args["external_plugins"] for p in PLUGINS)
     with pytest.raises(ConfigError, match="'train.vision_cache_gib' must be >= 0"):
         load_experiment(fake_global["config_path"], ["train.vision_cache_gib=-1"])
+    with pytest.raises(ConfigError, match="'train.pad_to_multiple' must be >= 0"):
+        load_experiment(fake_global["config_path"], ["train.pad_to_multiple=-8"])
 
 
 @pytest.fixture(scope="module")
