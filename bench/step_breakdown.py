@@ -154,6 +154,44 @@ def run_variant(cfg: dict, model: Path, device: str, steps: int, name: str, extr
     return res
 
 
+def run_untimed(cfg: dict, model: Path, device: str, steps: int, tmp: Path, timed: dict | None) -> dict:
+    """The shipped run without the step timer: no callback, swift logging every 5 steps as the template (the timer
+    synchronizes the GPU at every step's end, and per-step logging reads the loss: both keep the host from queueing
+    the next step while the GPU finishes this one). The wall time of each 5-step window between log lines (polled),
+    tokens from the timed ``shipped`` run of the same call (same data, order and seed: the same batches); windows
+    after step 10 (epochs 2-3), against the timed run's median over the same steps."""
+    from swift_configs.generate import render
+
+    cfg = {**cfg, "train": {**cfg["train"], "person_base": str(model)}}
+    run = render(cfg, "person", user=1, fold=0, gpus="0" if device == "cuda" else "cpu",
+                 overrides=short_run(steps, device) + ["logging_steps=5"]
+                 + ([] if device == "cuda" else ["use_liger_kernel=false"]))
+    env = child_env(**{**{k: str(v) for k, v in run.env.items()}, **run.proc_env})
+    t = time.time()
+    rc, output, marks = run_fresh(run, env, device)
+    res = {"overrides": ["logging_steps=5", "no step timer"], "rc": rc, "wall_s": time.time() - t,
+           "marks": marks}
+    if rc or len(marks) < 3:
+        return {**res, "error": output[-2500:]}
+    if not timed or "error" in timed:
+        return {**res, "error": "no timed shipped run in this call to take the batches' tokens from"}
+    tokens = {st["step"]: st["tokens"] for st in timed["timer_steps"]}
+    windows = []
+    for (a, ta), (b, tb) in zip(marks, marks[1:]):
+        if a >= 10 and all(k in tokens for k in range(a + 1, b + 1)):
+            windows.append({"steps": [a + 1, b], "step_s": (tb - ta) / (b - a),
+                            "tokens_per_s": sum(tokens[k] for k in range(a + 1, b + 1)) / (tb - ta)})
+    same = [(st["data_s"] or 0) + st["gpu_step_s"] for st in timed["timer_steps"]
+            if any(w["steps"][0] <= st["step"] <= w["steps"][1] for w in windows)]
+    same_tok = [st["tokens"] for st in timed["timer_steps"]
+                if any(w["steps"][0] <= st["step"] <= w["steps"][1] for w in windows)]
+    res.update(windows=windows, untimed_tokens_per_s=sum(w["tokens_per_s"] for w in windows) / max(len(windows), 1),
+               timed_same_steps_tokens_per_s=sum(same_tok) / sum(same) if same else None,
+               timed_same_steps_median_tokens_per_s=(statistics.median(same_tok) / statistics.median(same))
+               if same else None)
+    return res
+
+
 def table(res: dict) -> str:
     rows = ["| variant | tokens/s (median step) | MFU | data | vision | LM fwd+bwd | optimizer | other | "
             "slowest/median | swift median step | peak GiB | tokens/s by epoch (median step) | whole run |",
@@ -180,7 +218,9 @@ def main(argv=None) -> None:
     p.add_argument("--steps", type=int, default=30)
     p.add_argument("--episodes", type=int, default=150, help="the test user's episodes (~1 click each): 45 gives "
                    "~30 training samples in fold 0, 8 steps an epoch, so 24 steps are the recipe's 3 epochs")
-    p.add_argument("--variants", nargs="+", choices=sorted(VARIANTS), default=["shipped"])
+    p.add_argument("--variants", nargs="+", choices=sorted(VARIANTS) + ["untimed"], default=["shipped"],
+                   help="untimed: the shipped run without the step timer (after `shipped`, whose batches' tokens "
+                   "it uses)")
     p.add_argument("--tag", default="")
     p.add_argument("--out", default=str(ROOT / "bench" / "results"))
     a = p.parse_args(argv)
@@ -199,6 +239,17 @@ def main(argv=None) -> None:
         random_model(tmp / "model", a.shape, a.device, a.family)
         log(f"data and model ready ({time.time() - t0:.0f}s)")
         for name in a.variants:
+            if name == "untimed":
+                log("untimed: swift sft without the step timer, logging every 5 steps ...")
+                r = res["untimed"] = run_untimed(cfg, tmp / "model", a.device, a.steps, tmp,
+                                                 res["variants"].get("shipped"))
+                log("untimed: " + (r["error"][-800:] if "error" in r else
+                                   f"{r['untimed_tokens_per_s']:,.0f} tokens/s over windows "
+                                   f"{[w['steps'] for w in r['windows']]}; the timed run over the same steps "
+                                   f"{r['timed_same_steps_tokens_per_s']:,.0f} (median step "
+                                   f"{r['timed_same_steps_median_tokens_per_s']:,.0f})"))
+                write_json(out, res)
+                continue
             log(f"{name}: swift sft, {a.steps} steps ...")
             r = res["variants"][name] = run_variant(cfg, tmp / "model", a.device, a.steps, name, *VARIANTS[name][:1], tmp,
                                                     VARIANTS[name][1])
