@@ -68,10 +68,10 @@ VARIANTS = {  # name -> (swift keys on top of the person template, environment);
     # SDPA without its cuDNN backend (bench/plugins/sdpa_backend.py): cuDNN builds a plan per new sequence length
     "no_cudnn_sdpa": ([], {"PIGG_SDPA_CUDNN": "0"}),
     "no_cudnn_sdpa_again": ([], {"PIGG_SDPA_CUDNN": "0"}),
+    "no_cudnn_sdpa_profiled": ([], {"PIGG_SDPA_CUDNN": "0", "PIGG_STEP_PROFILE": "14:17"}),
     # batches padded to the longest row only (shipped before the fourteenth session; train.pad_to_multiple 0)
     "no_pad_multiple": ([], {"PIGG_PAD_TO_MULTIPLE": "0"}),
     "no_pad_multiple_again": ([], {"PIGG_PAD_TO_MULTIPLE": "0"}),
-    "no_cudnn_sdpa_profiled": ([], {"PIGG_SDPA_CUDNN": "0", "PIGG_STEP_PROFILE": "14:17"}),
     # every sample encoded once before training (8 processes) instead of by the loader's workers each epoch
     "eager_encode": (["lazy_tokenize=false", "dataset_num_proc=8"], {}),
     "profiled": ([], {"PIGG_STEP_PROFILE": "10:13"}),  # torch.profiler over steps 10-12: the kernel table
@@ -121,18 +121,25 @@ def summarize(timer: dict, skip: int = 2, steps_per_epoch: int | None = None) ->
     return out
 
 
-def run_variant(cfg: dict, model: Path, device: str, steps: int, name: str, extra: list[str], tmp: Path,
-                extra_env: dict) -> dict:
+def person_run(cfg: dict, model: Path, device: str, steps: int, overrides: list[str], **env):
+    """User 1 fold 0's person run on ``model`` (``steps`` steps, swift keys ``overrides`` on top; no Liger on the CPU)
+    and its child environment (the run's own, then ``env``)."""
     from swift_configs.generate import render
 
     cfg = {**cfg, "train": {**cfg["train"], "person_base": str(model)}}
     run = render(cfg, "person", user=1, fold=0, gpus="0" if device == "cuda" else "cpu",
-                 overrides=short_run(steps, device)
-                 + ["callbacks=['pigg_step_timer']", f"external_plugins=['{TIMER}', '{LORA_INPUTS}', '{COMPILE}', '{SDPA}']"]
-                 + ([] if device == "cuda" else ["use_liger_kernel=false"]) + extra)
+                 overrides=short_run(steps, device) + ([] if device == "cuda" else ["use_liger_kernel=false"])
+                 + overrides)
+    return run, child_env(**{**{k: str(v) for k, v in run.env.items()}, **run.proc_env, **env})
+
+
+def run_variant(cfg: dict, model: Path, device: str, steps: int, name: str, extra: list[str], tmp: Path,
+                extra_env: dict) -> dict:
     out = tmp / f"timer_{name}.json"
-    env = child_env(**{**{k: str(v) for k, v in run.env.items()}, **run.proc_env, "PIGG_STEP_TIMER_OUT": str(out),
-                       **extra_env})
+    run, env = person_run(cfg, model, device, steps,
+                          ["callbacks=['pigg_step_timer']",
+                           f"external_plugins=['{TIMER}', '{LORA_INPUTS}', '{COMPILE}', '{SDPA}']"] + extra,
+                          PIGG_STEP_TIMER_OUT=str(out), **extra_env)
     t = time.time()
     rc, output, marks = run_fresh(run, env, device)
     res = {"overrides": extra, "rc": rc, "wall_s": time.time() - t}
@@ -160,13 +167,7 @@ def run_untimed(cfg: dict, model: Path, device: str, steps: int, tmp: Path, time
     the next step while the GPU finishes this one). The wall time of each 5-step window between log lines (polled),
     tokens from the timed ``shipped`` run of the same call (same data, order and seed: the same batches); windows
     after step 10 (epochs 2-3), against the timed run's median over the same steps."""
-    from swift_configs.generate import render
-
-    cfg = {**cfg, "train": {**cfg["train"], "person_base": str(model)}}
-    run = render(cfg, "person", user=1, fold=0, gpus="0" if device == "cuda" else "cpu",
-                 overrides=short_run(steps, device) + ["logging_steps=5"]
-                 + ([] if device == "cuda" else ["use_liger_kernel=false"]))
-    env = child_env(**{**{k: str(v) for k, v in run.env.items()}, **run.proc_env})
+    run, env = person_run(cfg, model, device, steps, ["logging_steps=5"])
     t = time.time()
     rc, output, marks = run_fresh(run, env, device)
     res = {"overrides": ["logging_steps=5", "no step timer"], "rc": rc, "wall_s": time.time() - t,
@@ -181,10 +182,10 @@ def run_untimed(cfg: dict, model: Path, device: str, steps: int, tmp: Path, time
         if a >= 10 and all(k in tokens for k in range(a + 1, b + 1)):
             windows.append({"steps": [a + 1, b], "step_s": (tb - ta) / (b - a),
                             "tokens_per_s": sum(tokens[k] for k in range(a + 1, b + 1)) / (tb - ta)})
-    same = [(st["data_s"] or 0) + st["gpu_step_s"] for st in timed["timer_steps"]
-            if any(w["steps"][0] <= st["step"] <= w["steps"][1] for w in windows)]
-    same_tok = [st["tokens"] for st in timed["timer_steps"]
-                if any(w["steps"][0] <= st["step"] <= w["steps"][1] for w in windows)]
+    timed_same = [st for st in timed["timer_steps"]
+                  if any(a <= st["step"] <= b for a, b in (w["steps"] for w in windows))]
+    same = [(st["data_s"] or 0) + st["gpu_step_s"] for st in timed_same]
+    same_tok = [st["tokens"] for st in timed_same]
     res.update(windows=windows, untimed_tokens_per_s=sum(w["tokens_per_s"] for w in windows) / max(len(windows), 1),
                timed_same_steps_tokens_per_s=sum(same_tok) / sum(same) if same else None,
                timed_same_steps_median_tokens_per_s=(statistics.median(same_tok) / statistics.median(same))
