@@ -43,6 +43,10 @@ VARIANTS = {  # name -> (swift keys on top of the person template, environment);
     "vcache": ([], {"PIGG_LORA_FUSED_ADD": "0", "PIGG_VISION_CACHE_GIB": "8"}),
     # swift's logging every 5 steps as the template (the bench's other variants log every step for their step marks)
     "shipped_log5": (["logging_steps=5"], {}),
+    # the shipped run as a user runs it (logging every 5 steps), timed without the timer's own GPU syncs
+    # (PIGG_STEP_TIMER_SYNC=0, bench/plugins/step_timer.py): each step from its start to the next's on the GPU clock
+    "nosync": (["logging_steps=5"], {"PIGG_STEP_TIMER_SYNC": "0"}),
+    "nosync_again": (["logging_steps=5"], {"PIGG_STEP_TIMER_SYNC": "0"}),
     "compiled_log5": (["logging_steps=5"], {"PIGG_COMPILE_LAYERS": "1"}),  # bench/plugins/compile_layers.py
     "compiled_log5_again": (["logging_steps=5"], {"PIGG_COMPILE_LAYERS": "1"}),  # inductor's on-disk cache now warm
     "shipped_profiled": ([], {"PIGG_STEP_PROFILE": "14:17"}),  # epoch 2 with --episodes 45 (8 steps an epoch)
@@ -102,7 +106,7 @@ def summarize(timer: dict, skip: int = 2, steps_per_epoch: int | None = None) ->
     steps = timer["steps"][skip:] or timer["steps"]
     if not steps:
         return {"error": "no steps recorded"}
-    wall = [(s["data_s"] or 0.0) + s["gpu_step_s"] for s in steps]
+    wall = [s.get("wall_s") or (s["data_s"] or 0.0) + s["gpu_step_s"] for s in steps]  # wall_s: the timer's
     med = statistics.median(wall)
     out = {k: statistics.median(s[k] or 0.0 for s in steps) for k in PHASES}
     tokens = statistics.median(s["tokens"] for s in steps)
@@ -184,7 +188,7 @@ def run_untimed(cfg: dict, model: Path, device: str, steps: int, tmp: Path, time
                             "tokens_per_s": sum(tokens[k] for k in range(a + 1, b + 1)) / (tb - ta)})
     timed_same = [st for st in timed["timer_steps"]
                   if any(a <= st["step"] <= b for a, b in (w["steps"] for w in windows))]
-    same = [(st["data_s"] or 0) + st["gpu_step_s"] for st in timed_same]
+    same = [st.get("wall_s") or (st["data_s"] or 0) + st["gpu_step_s"] for st in timed_same]
     same_tok = [st["tokens"] for st in timed_same]
     res.update(windows=windows, untimed_tokens_per_s=sum(w["tokens_per_s"] for w in windows) / max(len(windows), 1),
                timed_same_steps_tokens_per_s=sum(same_tok) / sum(same) if same else None,

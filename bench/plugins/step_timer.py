@@ -15,6 +15,13 @@ step (gradient accumulation 1):
   it ran: ``vision_cached`` says a step's features came from data_prep/vision_cache.py).
 At train end it writes {"peak_matmul_tflops" (bf16 8192^3, this card, measured at train start), "params",
 "steps": [...]} to $PIGG_STEP_TIMER_OUT. With no GPU it records host times only (CPU tests).
+
+$PIGG_STEP_TIMER_SYNC=0: no synchronization of its own. By default the timer synchronizes the GPU at each step's end
+and reads the batch's token count from the GPU at its start: the host then cannot queue the next step while the GPU
+finishes this one, which costs a host-bound step ~12-14 % (bench/RESULTS.md, fourteenth session). Without them the
+events stay queued until train end, the token counts stay on the GPU, and each step's ``wall_s`` is the time between
+its start event and the next step's on the GPU's own clock (the period the run sustains, GPU idle time included);
+``data_s`` is then the host's time between issuing one step and the next.
 """
 from __future__ import annotations
 
@@ -30,7 +37,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # bench/: flops
 import flops  # noqa: E402
 
 OUT = "PIGG_STEP_TIMER_OUT"
-PROFILE = "PIGG_STEP_PROFILE"  # "A:B": torch.profiler over steps A..B-1, its kernel table in the output
+PROFILE = "PIGG_STEP_PROFILE"
+SYNC = "PIGG_STEP_TIMER_SYNC"  # "0": no synchronization of the timer's own (see above)  # "A:B": torch.profiler over steps A..B-1, its kernel table in the output
 
 
 class StepTimer(TrainerCallback):
@@ -42,8 +50,10 @@ class StepTimer(TrainerCallback):
         self.torch, self.cuda = torch, torch.cuda.is_available()
         self.steps, self.cur, self.last_end = [], None, None
         self.peak, self.params, self.hooked = None, None, False
+        self.sync = os.environ.get(SYNC, "1") != "0" or not self.cuda
+        self.pending = []  # no-sync mode: steps whose events are read at train end
         span = os.environ.get(PROFILE)
-        self.prof_span = tuple(int(x) for x in span.split(":")) if span else None
+        self.prof_span = tuple(int(x) for x in span.split(":")) if span and self.sync else None  # sync mode only
         self.prof, self.prof_table = None, None
 
     def _event(self):
@@ -69,7 +79,10 @@ class StepTimer(TrainerCallback):
                 return
             am, pv = kwargs.get("attention_mask"), kwargs.get("pixel_values")
             ids = kwargs.get("input_ids")
-            self.cur["tokens"] += int(am.sum()) if am is not None else int(ids.numel()) if ids is not None else 0
+            if am is not None and not self.sync:
+                self.cur["tok_t"].append(am.sum())  # read at train end: no sync here
+            else:
+                self.cur["tokens"] += int(am.sum()) if am is not None else int(ids.numel()) if ids is not None else 0
             self.cur["patches"] += int(pv.shape[0]) if pv is not None else 0
             self.cur["samples"] += int(ids.shape[0]) if ids is not None and ids.dim() == 2 else 0
 
@@ -94,7 +107,7 @@ class StepTimer(TrainerCallback):
             self.prof = profile(activities=acts)
             self.prof.__enter__()
         now = time.perf_counter()
-        self.cur = {"t0": self._event(), "vis": [], "tokens": 0, "patches": 0, "samples": 0, "hits0": self._hits(),
+        self.cur = {"t0": self._event(), "vis": [], "tokens": 0, "tok_t": [], "patches": 0, "samples": 0, "hits0": self._hits(),
                     "data_s": None if self.last_end is None else now - self.last_end}
 
     def _hits(self) -> int:  # batches the vision cache answered so far (data_prep/vision_cache.py)
@@ -114,22 +127,16 @@ class StepTimer(TrainerCallback):
         if c is None:
             return
         c["t3"] = self._event()
+        c["step"], c["cached"] = state.global_step, self._hits() > c["hits0"]
+        if not self.sync:  # read at train end
+            self.pending.append(c)
+            self.cur, self.last_end = None, time.perf_counter()
+            return
         if self.cuda:
             self.torch.cuda.synchronize()
         self.last_end = time.perf_counter()
-        vis = sum(self._seconds(a, b) for a, b in c["vis"] if b is not None)
-        t1, t2 = c.get("t1", c["t3"]), c.get("t2", c["t3"])
-        fb = self._seconds(c["t0"], t1)
-        rec = {"step": state.global_step, "data_s": c["data_s"], "vision_s": vis, "lm_fwd_bwd_s": fb - vis,
-               "optimizer_s": self._seconds(t1, t2), "other_s": self._seconds(t2, c["t3"]),
-               "gpu_step_s": self._seconds(c["t0"], c["t3"]), "tokens": c["tokens"], "patches": c["patches"],
-               "samples": c["samples"]}
-        n = c["samples"] or 1
-        kind = "lora" if hasattr(self.model, "peft_config") else "full"
-        rec["vision_cached"] = self._hits() > c["hits0"]  # the tower did not run: its FLOPs are not counted
-        patches = 0 if rec["vision_cached"] else c["patches"] / n
-        rec["flops"] = n * flops.train_flops(self.model, c["tokens"] / n, patches, kind,
-                                             bool(getattr(args, "gradient_checkpointing", False)))
+        rec = self._record(c, args)
+        rec["wall_s"] = (rec["data_s"] or 0.0) + rec["gpu_step_s"]
         self.steps.append(rec)
         self.cur = None
         if self.prof is not None and state.global_step + 1 == self.prof_span[1]:
@@ -146,7 +153,33 @@ class StepTimer(TrainerCallback):
                                    + ev.table(sort_by="self_cpu_time_total", row_limit=25, max_name_column_width=90))
             self.prof = False
 
+    def _record(self, c: dict, args) -> dict:
+        """One step's figures from its events (the GPU's work done), token count and batch."""
+        vis = sum(self._seconds(a, b) for a, b in c["vis"] if b is not None)
+        t1, t2 = c.get("t1", c["t3"]), c.get("t2", c["t3"])
+        fb = self._seconds(c["t0"], t1)
+        tokens = c["tokens"] + sum(int(t) for t in c["tok_t"])
+        rec = {"step": c["step"], "data_s": c["data_s"], "vision_s": vis, "lm_fwd_bwd_s": fb - vis,
+               "optimizer_s": self._seconds(t1, t2), "other_s": self._seconds(t2, c["t3"]),
+               "gpu_step_s": self._seconds(c["t0"], c["t3"]), "tokens": tokens, "patches": c["patches"],
+               "samples": c["samples"]}
+        n = c["samples"] or 1
+        kind = "lora" if hasattr(self.model, "peft_config") else "full"
+        rec["vision_cached"] = c["cached"]  # the tower did not run: its FLOPs are not counted
+        patches = 0 if rec["vision_cached"] else c["patches"] / n
+        rec["flops"] = n * flops.train_flops(self.model, tokens / n, patches, kind,
+                                             bool(getattr(args, "gradient_checkpointing", False)))
+        return rec
+
     def on_train_end(self, args, state, control, **kw):
+        if self.pending:  # no-sync mode: every step's events are done now
+            self.torch.cuda.synchronize()
+            for i, c in enumerate(self.pending):
+                rec = self._record(c, args)
+                nxt = self.pending[i + 1]["t0"] if i + 1 < len(self.pending) else c["t3"]
+                rec["wall_s"] = self._seconds(c["t0"], nxt)  # start to the next start, on the GPU's clock
+                self.steps.append(rec)
+            self.pending = []
         out = os.environ.get(OUT)
         if out and getattr(args, "process_index", 0) == 0:
             m = self.trainer.model
