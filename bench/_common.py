@@ -152,9 +152,10 @@ def steady_rate(marks, warm: int = 5) -> float | None:
 
 
 def median_step_s(marks) -> float | None:
-    """The median seconds between consecutive steps: the sustained step time, robust to one-time stalls
-    (the first batch of each new padded length; see bench/RESULTS.md)."""
+    """The median seconds per step between consecutive step marks (a log line every step, or every N: the window
+    over its N steps): the sustained step time, robust to one-time stalls (the first batch of each new padded
+    length; see bench/RESULTS.md)."""
     import statistics
 
-    dts = [b[1] - a[1] for a, b in zip(marks, marks[1:])]
+    dts = [(b[1] - a[1]) / max(b[0] - a[0], 1) for a, b in zip(marks, marks[1:])]
     return statistics.median(dts) if dts else None

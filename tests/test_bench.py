@@ -64,6 +64,7 @@ def test_steady_rate_skips_the_warm_up_steps():
     assert steady_rate([(1, 3.0)]) is None
     assert median_step_s(marks + [(9, 30.0)]) == 0.5  # one stall of 15.5 s does not move it
     assert median_step_s([(1, 3.0)]) is None
+    assert median_step_s([(5, 10.0), (10, 12.5), (15, 15.0), (20, 30.0)]) == 0.5  # a log line every 5 steps
 
 
 def test_data_build_bench_small(tmp_path):
@@ -126,6 +127,10 @@ def test_step_breakdown_summary_takes_medians_after_the_warm_up_and_names_the_st
     assert s["mfu"] == pytest.approx(2e14 / 0.55 / 800e12) and s["gpu_only_mfu"] == pytest.approx(2e14 / 0.5 / 800e12)
     assert s["slow_steps"] == [12] and s["slowest_over_median"] == pytest.approx(1.3 / 0.55)
     assert s["share"]["vision_s"] == pytest.approx(0.08 / 0.55)
+    # the timer without its own syncs (PIGG_STEP_TIMER_SYNC=0) gives each step's wall from its start to the next's
+    # on the GPU clock: that, not data wait + GPU step (the host's data time overlaps the GPU's work there)
+    s = summarize({"peak_matmul_tflops": 800.0, "steps": [{**st, "wall_s": 0.4} for st in steps]})
+    assert s["median_step_s"] == pytest.approx(0.4) and s["median_step_tokens_per_s"] == pytest.approx(4300 / 0.4)
 
 
 def test_fold_overhead_splits_a_fold_from_its_markers_and_stamps(tmp_path):
