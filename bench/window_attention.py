@@ -1,9 +1,7 @@
 """Qwen2.5-VL's vision tower: window attention one call per window (transformers 5.17) vs batched by window
-length (data_prep/window_attention.py), side by side on one card, in one run; with ``--family qwen3_vl`` (shape
-8b) Qwen3-VL's, one call per image vs images of one length batched ("per_window" / "batched" in the output).
+length (data_prep/window_attention.py), side by side on one card, in one run.
 
 Usage: python bench/window_attention.py --device cuda [--n 128] [--steps 16] [--tag h200]
-       python bench/window_attention.py --family qwen3_vl --shape 8b --device cuda --skip-train --tag h200
        python bench/window_attention.py --shape tiny --device cpu --quick     (the same code paths on CPU)
 
 Everything on the GPU runs in child processes (this one never initialises CUDA). It measures:
@@ -126,8 +124,7 @@ def child(spec: dict) -> dict:
 
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--family", choices=["qwen2_5_vl", "qwen3_vl"], default="qwen2_5_vl")
-    p.add_argument("--shape", choices=["tiny", "7b", "8b"], default=None, help="default: 7b (Qwen2.5-VL), 8b (Qwen3-VL)")
+    p.add_argument("--shape", choices=["tiny", "7b"], default="7b")
     p.add_argument("--device", choices=["cpu", "cuda"], default="cuda")
     p.add_argument("--quick", action="store_true")
     p.add_argument("--n", type=int, default=128)
@@ -143,17 +140,15 @@ def main(argv=None):
         return
     if a.quick:
         a.n, a.short_tokens, a.steps = 8, 6, 3
-    a.shape = a.shape or ("7b" if a.family == "qwen2_5_vl" else "8b")
     budget = 32 if a.shape == "tiny" else 980
-    fam = "" if a.family == "qwen2_5_vl" else "_qwen3"
-    out = Path(a.out) / f"window_attention{fam}_{a.device}{'_quick' if a.quick else ''}{a.tag and '_' + a.tag}.json"
-    res = {"family": a.family, "shape": a.shape, "device": a.device, "gpu": first_gpu()[0] if a.device == "cuda" else "cpu",
+    out = Path(a.out) / f"window_attention_{a.device}{'_quick' if a.quick else ''}{a.tag and '_' + a.tag}.json"
+    res = {"shape": a.shape, "device": a.device, "gpu": first_gpu()[0] if a.device == "cuda" else "cpu",
            "image_max_token_num": budget,  # the device's copy of the tree may carry a stale .git: PIGG_COMMIT wins
            "commit": os.environ.get("PIGG_COMMIT") or subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT,
                                                                      capture_output=True, text=True).stdout.strip()}
     with scratch("pigg_win_") as tmp:
-        cfg_path, cfg = make_data(tmp, a.shape, budget, 12 if a.quick else 150, a.family)
-        random_model(tmp / "model", a.shape, a.device, a.family)
+        cfg_path, cfg = make_data(tmp, a.shape, budget, 12 if a.quick else 150, "qwen2_5_vl")
+        random_model(tmp / "model", a.shape, a.device, "qwen2_5_vl")
         log("model ready")
         from data_prep.export import swift_paths
 

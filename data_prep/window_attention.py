@@ -1,9 +1,8 @@
-"""The vision tower's attention in a few batched calls per layer instead of one per window (Qwen2.5-VL) or image
-(Qwen3-VL).
+"""Qwen2.5-VL's vision tower with its window attention in a few batched calls per layer instead of one per window.
 
 Usage: ``install()`` before the model runs (eval: eval/engine.py build_engine; training: the swift plugin
 data_prep/plugins/window_attention.py in every generated YAML); ``uninstall()`` restores transformers' own.
-Experiment key ``model.batched_window_attention`` (default true): both families.
+Experiment key ``model.batched_window_attention`` (default true); nothing changes for Qwen3-VL.
 
 Why: Qwen2.5-VL's ViT (Qwen2.5-VL-7B, UI-TARS-1.5, OS-Atlas, GUI-Actor...) attends within 112 x 112-pixel windows
 (64 patches) in 28 of its 32 layers. Without flash-attn, transformers 5.17 runs one attention call per window:
@@ -15,9 +14,6 @@ screen add a few more). Every window still attends to exactly its own tokens, wi
 padding or mask: the outputs equal the per-window path up to the kernel's rounding (tests/test_window_attention.py
 checks vision features and answers on the tiny Qwen2.5-VL; bench/window_attention.py on the 7B shape).
 With flash attention (``attn_impl: flash_attn``) transformers' own varlen path runs unchanged.
-Qwen3-VL's ViT (no windows) attends within each image, and transformers 5.17 likewise makes one call per image:
-a batch of 128 screenshots is 128 calls in each of its 27
-layers. Screenshots of one size are one call here (bench/window_attention.py --family qwen3_vl measures it).
 
 Imports torch/transformers only when installed (data_prep itself imports no torch).
 """
@@ -56,40 +52,32 @@ def attention_by_length(module, attention, q, k, v, cu_seqlens, **kwargs):
     return torch.cat(outs)[inverse].unsqueeze(0)
 
 
-def _classes():
-    """(module, vision attention class) of each family whose ViT attends per segment: Qwen2.5-VL's windows (and
-    images in its full-attention layers), Qwen3-VL's images."""
-    from transformers.models.qwen2_5_vl import modeling_qwen2_5_vl as m25
-    from transformers.models.qwen3_vl import modeling_qwen3_vl as m3
-
-    return [(m25, m25.Qwen2_5_VLVisionAttention), (m3, m3.Qwen3VLVisionAttention)]
-
-
 def install() -> None:
-    for m, cls in _classes():
-        def make(original, m=m):
-            def forward(self, hidden_states, cu_seqlens, position_embeddings=None, max_seqlen=None, **kwargs):
-                if m.is_flash_attention_requested(self.config):  # varlen flash attention: one call already
-                    return original(self, hidden_states, cu_seqlens, position_embeddings, max_seqlen, **kwargs)
-                seq_length = hidden_states.shape[0]  # as transformers 5.17's forward, up to the attention call
-                q, k, v = (self.qkv(hidden_states).reshape(seq_length, 3, self.num_heads, -1)
-                           .permute(1, 0, 2, 3).unbind(0))
-                cos, sin = position_embeddings
-                q, k = m.apply_rotary_pos_emb_vision(q, k, cos, sin)
-                q, k, v = (t.transpose(0, 1).unsqueeze(0) for t in (q, k, v))
-                attention = m.ALL_ATTENTION_FUNCTIONS.get_interface(self.config._attn_implementation,
-                                                                    m.eager_attention_forward)
-                out = attention_by_length(self, attention, q, k, v, cu_seqlens, scaling=self.scaling,
-                                          dropout=0.0 if not self.training else self.attention_dropout, **kwargs)
-                return self.proj(out.reshape(seq_length, -1).contiguous())
-            return forward
+    from transformers.models.qwen2_5_vl import modeling_qwen2_5_vl as m
 
-        replace(cls, "forward", make)
+    def make(original):
+        def forward(self, hidden_states, cu_seqlens, position_embeddings=None, max_seqlen=None, **kwargs):
+            if m.is_flash_attention_requested(self.config):  # varlen flash attention: one call already
+                return original(self, hidden_states, cu_seqlens, position_embeddings, max_seqlen, **kwargs)
+            seq_length = hidden_states.shape[0]  # as transformers 5.17's forward, up to the attention call
+            q, k, v = self.qkv(hidden_states).reshape(seq_length, 3, self.num_heads, -1).permute(1, 0, 2, 3).unbind(0)
+            cos, sin = position_embeddings
+            q, k = m.apply_rotary_pos_emb_vision(q, k, cos, sin)
+            q, k, v = (t.transpose(0, 1).unsqueeze(0) for t in (q, k, v))
+            attention = m.ALL_ATTENTION_FUNCTIONS.get_interface(self.config._attn_implementation,
+                                                                m.eager_attention_forward)
+            out = attention_by_length(self, attention, q, k, v, cu_seqlens, scaling=self.scaling,
+                                      dropout=0.0 if not self.training else self.attention_dropout, **kwargs)
+            return self.proj(out.reshape(seq_length, -1).contiguous())
+        return forward
+
+    replace(m.Qwen2_5_VLVisionAttention, "forward", make)
 
 
 def uninstall() -> None:
-    for _, cls in _classes():
-        restore(cls, "forward")
+    from transformers.models.qwen2_5_vl import modeling_qwen2_5_vl as m
+
+    restore(m.Qwen2_5_VLVisionAttention, "forward")
 
 
 def apply(on: bool) -> None:

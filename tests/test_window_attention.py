@@ -49,30 +49,6 @@ def test_batched_windows_give_the_per_window_features(tiny25, monkeypatch, resto
     assert per_window > 20 and len(calls) <= 8 and sum(calls) == per_window
 
 
-def test_qwen3_vl_images_batched_give_the_per_image_features(tiny_model, monkeypatch, restore):
-    """Qwen3-VL's ViT attends within each image, one call per image in transformers 5.17: images of one size go in
-    one call per layer here, with the same vision features (two phone screens of one size and a square)."""
-    from transformers import Qwen3VLForConditionalGeneration
-
-    model = Qwen3VLForConditionalGeneration.from_pretrained(tiny_model, dtype=torch.float32).eval()
-    pixels, grid = vision_inputs(tiny_model, [(392, 868), (392, 868), (300, 300)])
-    calls = []
-    sdpa = torch.nn.functional.scaled_dot_product_attention
-    monkeypatch.setattr(torch.nn.functional, "scaled_dot_product_attention",
-                        lambda *a, **k: calls.append(a[0].shape[0]) or sdpa(*a, **k))
-    with torch.no_grad():
-        window_attention.uninstall()
-        ref = model.model.visual(pixels, grid_thw=grid)
-        per_image = list(calls)
-        calls.clear()
-        window_attention.install()
-        got = model.model.visual(pixels, grid_thw=grid)
-    ref, got = (getattr(x, "pooler_output", x) for x in (ref, got))
-    assert got.shape == ref.shape and (got - ref).abs().max().item() < 1e-5
-    depth = model.config.vision_config.depth
-    assert per_image == [1] * 3 * depth and sorted(calls) == [1, 2] * depth  # 3 calls a layer -> 2 (one per size)
-
-
 def test_batched_windows_give_the_same_answers(tiny25, exp, restore):
     """Greedy answers of eval's engine on real exported rows, windows batched or not."""
     import os
