@@ -24,8 +24,9 @@ if _WORKERS > 1:
 
 def pytest_xdist_auto_num_workers(config) -> int:
     """``-n auto`` (pyproject): one worker more than the cores. A worker often waits (on a child process starting,
-    importing, writing a checkpoint, or on a kept eval process), and the third takes up that slack: on the 2-core box
-    the suite took 589 s with 3 workers against 643 s with 2 (fifteenth session, same commit)."""
+    importing, writing a checkpoint, or on a kept eval process), and the third takes up that slack. On the 2-core box
+    (fifteenth session, same code): 611 s with 3 workers against 636 s with 2 run back to back, 589 against 643 in an
+    earlier pair; one fresh-clone run with 3 workers took 668 s: the gain (~4 %) is within the box's spread."""
     return (os.cpu_count() or 1) + 1
 
 
