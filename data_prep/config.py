@@ -16,6 +16,7 @@ from pathlib import Path
 import yaml
 
 from .family import FAMILIES
+from .io import load_yaml
 from .schema import PROMPT_COORDS
 from .token_init import CHOICES as TOKEN_INIT_CHOICES
 
@@ -61,7 +62,7 @@ def parse_users(spec) -> list[int]:
 def _read(path: Path) -> dict:
     try:
         with open(path, encoding="utf-8") as f:
-            data = yaml.safe_load(f) or {}
+            data = load_yaml(f) or {}
     except FileNotFoundError:
         raise ConfigError(f"{path}: experiment config not found") from None
     except yaml.YAMLError as e:
@@ -123,7 +124,7 @@ def parse_override(text: str) -> tuple[str, object]:
     if "=" not in text:
         raise ConfigError(f"override {text!r} must look like key.sub=value")
     key, raw = text.split("=", 1)
-    return key.strip(), yaml.safe_load(raw) if raw != "" else ""
+    return key.strip(), load_yaml(raw) if raw != "" else ""
 
 
 def _nest(key: str, val) -> dict:

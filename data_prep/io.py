@@ -1,6 +1,7 @@
 """Small file helpers shared by every stage: atomic writes and JSONL in one spelling.
 
-Usage: ``write_jsonl(path, rows)``; ``rows = read_jsonl(path)``; ``with atomic_open(path) as f: ...``
+Usage: ``write_jsonl(path, rows)``; ``rows = read_jsonl(path)``; ``with atomic_open(path) as f: ...``;
+``load_yaml(text_or_file)`` (every config the harness reads: experiments, templates, ``key=value`` overrides).
 
 Atomic writes (temp file + rename) mean a killed process never leaves a half-written file that
 a later run would trust.
@@ -11,9 +12,26 @@ import contextlib
 import json
 import math
 import os
+import re
 from pathlib import Path
 
 import jsonlines
+import yaml
+
+
+class _Loader(yaml.SafeLoader):
+    """PyYAML's safe loader, reading a number in exponent form without a dot (``2e-5``, ``1E3``) as a float as
+    YAML 1.2 does: PyYAML follows YAML 1.1, where ``learning_rate: 2e-5`` is the string '2e-5' (the form ML configs
+    write it in), and the experiment check would refuse it as not a float."""
+
+
+_Loader.add_implicit_resolver("tag:yaml.org,2002:float", re.compile(r"^[-+]?[0-9][0-9_]*[eE][-+]?[0-9]+$"),
+                              list("-+0123456789"))
+
+
+def load_yaml(stream):
+    """``yaml.safe_load`` with exponent-form numbers read as floats (``_Loader``)."""
+    return yaml.load(stream, Loader=_Loader)
 
 
 def strict(obj):

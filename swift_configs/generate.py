@@ -27,6 +27,7 @@ from data_prep.attention import flash_problems
 from data_prep.config import ConfigError, add_config_args, load_experiment, parse_override
 from data_prep.export import swift_paths, token_paths
 from data_prep.family import check_model_folder, family
+from data_prep.io import load_yaml
 from data_prep.procenv import experiment_env, swift_args as plugin_args
 from data_prep.rundir import done, fold_dir, generated_yaml, marker_checkpoint, run_dir, tokens_run_dir, tokens_stage
 
@@ -107,7 +108,7 @@ def load_template(name: str) -> tuple[dict, Path]:
     path = TEMPLATES / f"{name}.yaml"
     if not path.exists():
         raise ConfigError(f"{path}: no such template (have: {sorted(p.stem for p in TEMPLATES.glob('*.yaml'))})")
-    data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    data = load_yaml(path.read_text(encoding="utf-8")) or {}
     return data, path
 
 

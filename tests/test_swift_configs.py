@@ -191,6 +191,24 @@ def test_validation_reports_every_problem_with_file_and_key(fake_global):
     assert "command line: output_dir=/x: 'output_dir' is set from the experiment (paths.runs)" in msg
 
 
+def test_exponent_numbers_without_a_dot_are_floats(fake_global, tmp_path):
+    """``learning_rate: 2e-5`` (how ML configs write it) is the string '2e-5' to PyYAML (YAML 1.1); every config the
+    harness reads goes through data_prep.io.load_yaml, which reads it as YAML 1.2 does: a float, in an experiment
+    file and on the command line (a quoted '2e-5' stays a string)."""
+    from data_prep.config import parse_override
+    from data_prep.io import load_yaml
+
+    assert load_yaml("a: 2e-5\nb: 1E3\nc: '2e-5'\nd: 7\ne: 1.0e-2") == {"a": 2e-5, "b": 1000.0, "c": "2e-5", "d": 7,
+                                                                        "e": 0.01}
+    exp_file = tmp_path / "lr.yaml"
+    exp_file.write_text(f"base: {fake_global['config_path']}\ntrain:\n  person_overrides:\n    learning_rate: 3e-4\n")
+    cfg = load_experiment(str(exp_file))
+    assert cfg["train"]["person_overrides"]["learning_rate"] == 3e-4
+    run = render(cfg, "person", user=1, fold=0, gpus="0", overrides=["warmup_ratio=5e-2"])
+    assert run.args["learning_rate"] == 3e-4 and run.args["warmup_ratio"] == 0.05
+    assert parse_override("train.person_overrides.learning_rate=2e-5") == ("train.person_overrides.learning_rate", 2e-5)
+
+
 def test_missing_base_checkpoint_fails_fast(exp):
     p = run_cli("-m", "swift_configs.person", "--config", str(exp["path"]), "--set", "name=nobase", "--users", "1",
                 check=False)
