@@ -100,13 +100,18 @@ def log(msg: str) -> None:
     print(f"[step_breakdown {time.strftime('%H:%M:%S')}] {msg}", flush=True)
 
 
+def step_wall(s: dict) -> float:
+    """A timer step's wall seconds: the timer's ``wall_s``; results written before it had one: data wait + GPU step."""
+    return s.get("wall_s") or (s["data_s"] or 0.0) + s["gpu_step_s"]
+
+
 def summarize(timer: dict, skip: int = 2, steps_per_epoch: int | None = None) -> dict:
     """Medians of each phase over the steps after ``skip``; the median step's tokens/s and MFU; stalls; the median
     step's tokens/s per epoch (``steps_per_epoch``) and over the whole run."""
     steps = timer["steps"][skip:] or timer["steps"]
     if not steps:
         return {"error": "no steps recorded"}
-    wall = [s.get("wall_s") or (s["data_s"] or 0.0) + s["gpu_step_s"] for s in steps]  # wall_s: the timer's
+    wall = [step_wall(s) for s in steps]
     med = statistics.median(wall)
     out = {k: statistics.median(s[k] or 0.0 for s in steps) for k in PHASES}
     tokens = statistics.median(s["tokens"] for s in steps)
@@ -188,7 +193,7 @@ def run_untimed(cfg: dict, model: Path, device: str, steps: int, tmp: Path, time
                             "tokens_per_s": sum(tokens[k] for k in range(a + 1, b + 1)) / (tb - ta)})
     timed_same = [st for st in timed["timer_steps"]
                   if any(a <= st["step"] <= b for a, b in (w["steps"] for w in windows))]
-    same = [st.get("wall_s") or (st["data_s"] or 0) + st["gpu_step_s"] for st in timed_same]
+    same = [step_wall(st) for st in timed_same]
     same_tok = [st["tokens"] for st in timed_same]
     res.update(windows=windows, untimed_tokens_per_s=sum(w["tokens_per_s"] for w in windows) / max(len(windows), 1),
                timed_same_steps_tokens_per_s=sum(same_tok) / sum(same) if same else None,

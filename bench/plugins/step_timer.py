@@ -37,8 +37,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # bench/: flops
 import flops  # noqa: E402
 
 OUT = "PIGG_STEP_TIMER_OUT"
-PROFILE = "PIGG_STEP_PROFILE"
-SYNC = "PIGG_STEP_TIMER_SYNC"  # "0": no synchronization of the timer's own (see above)  # "A:B": torch.profiler over steps A..B-1, its kernel table in the output
+PROFILE = "PIGG_STEP_PROFILE"  # "A:B": torch.profiler over steps A..B-1, its kernel table in the output
+SYNC = "PIGG_STEP_TIMER_SYNC"  # "0": no synchronization of the timer's own (see above)
 
 
 class StepTimer(TrainerCallback):
@@ -146,7 +146,7 @@ class StepTimer(TrainerCallback):
             self.prof_table = ev.table(sort_by=key, row_limit=45, max_name_column_width=90)
             if self.cuda:  # the GPU's busy share of the profiled steps: kernel time over their wall time
                 busy = sum(e.self_device_time_total for e in ev if e.device_type.name == "CUDA") / 1e6
-                walls = [r["gpu_step_s"] + (r["data_s"] or 0) for r in self.steps[self.prof_span[0] - 1:]]
+                walls = [r["wall_s"] for r in self.steps[self.prof_span[0] - 1:]]
                 self.prof_table = (f"kernels {busy:.3f} s of {sum(walls):.3f} s wall over steps "
                                    f"{self.prof_span[0]}..{self.prof_span[1] - 1}\n" + self.prof_table
                                    + "\nthe host's side, operators by self CPU time (what issuing them costs):\n"
