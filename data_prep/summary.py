@@ -8,21 +8,20 @@ Undefined values stay ``None`` (``null`` in JSON). Imports no torch.
 """
 from __future__ import annotations
 
-import math
-import statistics
+import numpy as np
 
 
 def mean_or_none(values) -> float | None:
-    return statistics.fmean(values) if values else None
+    """numpy's mean (PIGG averages over folds and users with np.mean: the same bits), None for no values."""
+    return float(np.mean(values)) if len(values) else None
 
 
 def _mean_std(values: list[float | None]) -> tuple[float | None, float | None]:
-    """Mean and population std (numpy's default ddof=0, as PIGG's summaries) of the defined values."""
+    """np.mean and np.std (population, ddof=0), as PIGG's summaries, of the defined values."""
     values = [v for v in values if v is not None]
     if not values:
         return None, None
-    m = statistics.fmean(values)
-    return m, math.sqrt(statistics.fmean([(v - m) ** 2 for v in values]))
+    return float(np.mean(values)), float(np.std(values))
 
 
 def summarize_folds(fold_metrics: list[dict], user: int) -> dict:

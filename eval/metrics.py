@@ -18,7 +18,8 @@ Undefined values (nothing parsed, no accessibility tree, no folds) are ``None`` 
 from __future__ import annotations
 
 import math
-import statistics
+
+import numpy as np
 
 from data_prep.schema import GRID, on_grid
 from data_prep.summary import mean_or_none
@@ -27,7 +28,9 @@ MAX_L2 = math.hypot(GRID, GRID)  # the distance of a parse failure or an off-scr
 
 
 def l2(pred, gt) -> float:
-    return math.hypot(pred[0] - gt[0], pred[1] - gt[1])
+    """L2 as PIGG computes it (numpy's norm of a row: sqrt(dx*dx + dy*dy) in float64, the same bits)."""
+    dx, dy = pred[0] - gt[0], pred[1] - gt[1]
+    return math.sqrt(dx * dx + dy * dy)
 
 
 def corrected_l2(pred, gt) -> float:
@@ -44,14 +47,16 @@ def is_hit(dist: float, delta: float) -> bool:
 
 
 def _median(values) -> float | None:
-    return statistics.median(values) if values else None
+    return float(np.median(values)) if values else None
 
 
 def aggregate(dists: list[float], delta: float) -> dict:
+    """Accuracy, mean and median L2 as PIGG's ``evaluate_coordinates`` computes them (numpy's mean and median)."""
     if not dists:
         return {"n": 0, "accuracy": None, "mean_l2": None, "median_l2": None}
-    return {"n": len(dists), "accuracy": sum(is_hit(d, delta) for d in dists) / len(dists),
-            "mean_l2": statistics.fmean(dists), "median_l2": statistics.median(dists)}
+    d = np.asarray(dists, dtype=np.float64)
+    return {"n": len(dists), "accuracy": float(np.mean(d <= delta)), "mean_l2": float(np.mean(d)),
+            "median_l2": float(np.median(d))}
 
 
 def score(records: list[dict], delta: float = 140) -> dict:

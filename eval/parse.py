@@ -2,7 +2,7 @@
 
 Usage: ``parse_point("```grounding\\n[512, 300]\\n```") -> (512.0, 300.0)``;
 ``parse_ui_tars("Thought: ...\\nAction: click(point='<point>71 393</point>')") -> (71.0, 393.0)``;
-``parse_point_pigg(text) -> (x, y)`` (never None: PIGG's (0, 0) fallback)
+``parse_point_pigg(text) -> (x, y)`` (PIGG's own scorer step for step; never None: its (0, 0) fallback)
 
 Every point is returned as written, never clamped: an answer off the screen stays off it and is scored a
 miss (eval/metrics.py). eval/profiles.py ``parse_answer`` is the one entry that picks the parser of an eval
@@ -135,15 +135,34 @@ def parse_referring(text: str | None) -> str:
     return m.group(1).strip() if m else ""
 
 
-_PIGG_BLOCK = re.compile(r"```grounding(.*?)```", re.S)
-_PIGG_PAIR = re.compile(r"(\d+)\s*,\s*(\d+)")
+# PIGG's reading (hoonably/PIGG src/utils/eval.py ``parse_inference(text, is_gt=False)``, commit f904593): its
+# patterns, tried in this order over the whole block, the first that matches gives the point (its first two numbers)
+_PIGG_PATTERNS = tuple(re.compile(p) for p in (
+    r"\(?(\d+)\s*,\s*(\d+)\s*,\s*(\d+)\s*,\s*(\d+)\)?",  # four numbers anywhere
+    r"\(?(\d+)\s*,\s*(\d+)\)?\s*to\s*\(?(\d+)\s*,\s*(\d+)\)?",  # (x1, y1) to (x2, y2)
+    r"(?:Top-left|Bottom-right)[^:]*:\s*\(?(\d+)\s*,\s*(\d+)\)?",  # Top-left / Bottom-right ...: (x, y)
+    r"\[?(\d+)\s*,\s*(\d+)\]?",  # [x, y]
+    r"\(?(\d+)\s*,\s*(\d+)\)?",  # (x, y)
+))
 
 
-def parse_point_pigg(text: str | None) -> tuple[int, int]:
-    """PIGG to the letter: first closed grounding block, first integer pair in it (a box gives its
-    top-left corner, a float such as 12.5 is cut at the dot), no block or pair -> (0, 0), no clamping."""
-    m = _PIGG_BLOCK.search(text or "")
-    if not m:
+def parse_point_pigg(text: str | None, is_gt: bool = False) -> tuple[int, int]:
+    """The point PIGG's own scorer reads, step for step (an answer: ``is_gt`` False, as PIGG reads predictions):
+    1. only the text after the last ``assistant`` (PIGG decodes prompt and answer together and cuts there);
+    2. split on the grounding fence opener; each piece after the first is a block, and the first block holding a
+       closing fence is the one read, up to that fence (a block never closed is skipped, not closed by the next);
+    3. its patterns in order (_PIGG_PATTERNS) over the whole block; the first that matches gives its first two
+       integers (a box: its top-left corner; 12.5 is read from its 5); no block or no match: (0, 0), unclamped."""
+    text = text or ""
+    if not is_gt:
+        text = text.split("assistant")[-1]
+    blocks = text.split("```grounding")[1:] if "grounding" in text else []
+    closed = next((b.split("```")[0] for b in blocks if "```" in b), None)
+    if closed is None:
         return 0, 0
-    p = _PIGG_PAIR.search(m.group(1))
-    return (int(p.group(1)), int(p.group(2))) if p else (0, 0)
+    for pattern in _PIGG_PATTERNS:
+        m = pattern.search(closed)
+        if m:
+            nums = [int(g) for g in m.groups() if g and g.isdigit()]
+            return (nums[0], nums[1]) if len(nums) >= 2 else (0, 0)
+    return 0, 0

@@ -16,6 +16,8 @@ from eval.parse import parse_point, parse_point_pigg, parse_referring
 from eval.profiles import PROFILES, parse_answer, read_point
 
 VECTORS = json.loads((Path(__file__).with_name("parse_vectors.json")).read_text(encoding="utf-8"))
+PIGG_VECTORS = [v for v in VECTORS if v.get("reader") == "pigg"]
+VECTORS = [v for v in VECTORS if "profile" in v]
 
 CASES = [
     ("```referring\nsearch\n```\n```grounding\n[512, 300]\n```", (512, 300)),
@@ -97,17 +99,33 @@ def test_off_screen_answers_are_misses_never_more_lenient_than_pigg():
     assert s["avg_off_screen_rate"] == 0.5
 
 
-@pytest.mark.parametrize("text,want", [
-    ("```grounding\n[512, 300]\n```", (512, 300)),
-    ("```grounding\n[100, 200, 300, 400]\n```", (100, 200)),  # box -> top-left
-    ("no block [250, 750]", (0, 0)),  # no grounding block -> (0, 0)
-    ("```grounding\n[12.5, 30.75]\n```", (5, 30)),  # floats are not parsed: PIGG's quirk
-    ("```grounding\n[5, 6]", (0, 0)),  # unclosed block
-    ("```grounding\n[1500, 20]\n```", (1500, 20)),  # no clamping
-    ("```grounding\n[1, 2]\n```\n```grounding\n[3, 4]\n```", (1, 2)),
-])
-def test_parse_point_pigg(text, want):
-    assert parse_point_pigg(text) == want
+@pytest.mark.parametrize("v", PIGG_VECTORS, ids=[f"pigg-{i}" for i in range(len(PIGG_VECTORS))])
+def test_parse_point_pigg_reads_as_piggs_own_scorer(v):
+    """tests/parse_vectors.json ``reader: pigg``: the point PIGG's parse_inference(text, is_gt=False) returns for each
+    answer form (``follows``: its file and commit), including the forms where a simpler reading differs."""
+    assert parse_point_pigg(v["text"]) == tuple(v["point"]), v["why"]
+
+
+def test_pigg_metrics_are_numpys_bit_for_bit():
+    """PIGG's evaluate_coordinates: distances by np.linalg.norm, accuracy, mean and median by numpy; and its
+    per-user and over-user summaries by np.mean / np.std. The harness's PIGG-compatible numbers are the same
+    floats (==, not approx) on awkward values (a 1/3-style mean, floats, a far-off answer)."""
+    rng = np.random.default_rng(0)
+    folds = []
+    for n in (7, 10, 13):
+        gt = rng.integers(0, 1001, size=(n, 2))
+        pred = rng.integers(-50, 3000, size=(n, 2)).astype(float) + rng.random((n, 2))
+        recs = [{"gt": list(map(int, g)), "pred": None, "pred_pigg": list(p)} for g, p in zip(gt, pred)]
+        m = score(recs, delta=140)["pigg"]
+        d = np.linalg.norm(np.array(pred) - np.array(gt), axis=1)
+        assert m["accuracy"] == np.mean(d <= 140) and m["mean_l2"] == np.mean(d) and m["median_l2"] == np.median(d)
+        folds.append({"n": n, "pigg": m, "corrected": m, "parse_fail_rate": 0.0, "element_hit_rate": None})
+    s = summarize_folds(folds, user=1)
+    for key in ("accuracy", "mean_l2", "median_l2"):
+        vals = [f["pigg"][key] for f in folds]
+        assert s[f"avg_{key}"] == np.mean(vals) and s[f"std_{key}"] == np.std(vals)
+    s2 = {**s, "user_id": 2, "avg_mean_l2": s["avg_mean_l2"] / 3}
+    assert overall([s, s2])["avg_mean_l2"] == np.mean([s["avg_mean_l2"], s2["avg_mean_l2"]])
 
 
 def test_parse_referring():
