@@ -19,7 +19,7 @@ for p in (ROOT, ROOT / "scripts"):
     if str(p) not in sys.path:
         sys.path.insert(0, str(p))
 
-from data_prep import procenv  # noqa: E402
+from data_prep.runtime import procenv  # noqa: E402
 
 
 @contextlib.contextmanager
@@ -81,7 +81,7 @@ def random_model(out: Path, shape: str, device: str, family: str = "qwen3_vl", g
 
 
 def child_env(**extra) -> dict:
-    """A child's environment (data_prep/procenv.py: offline, the project first on PYTHONPATH) plus ``extra``."""
+    """A child's environment (data_prep/runtime/procenv.py: offline, the project first on PYTHONPATH) plus ``extra``."""
     return procenv.child_env(**extra)
 
 

@@ -92,7 +92,9 @@ def main(argv=None):
     t = time.time()
     clicks = make_tree(raw, a.episodes, a.users)
     print(f"tree: {a.episodes} episodes, {clicks} clicks, {a.users} users ({time.time() - t:.1f}s to write)")
-    cfg = load_experiment("pigg", [f"paths.raw={raw}", f"paths.data={data}"])
+    test = min(10, a.users - 1)  # PIGG's split (test 1-10, global 11-83) on as many users as the tree has
+    cfg = load_experiment("pigg", [f"paths.raw={raw}", f"paths.data={data}", f"users.test=1-{test}",
+                                   f"users.global={test + 1}-{a.users}"])
     t0 = time.time()
     rep = build(raw, data, progress=False)
     t1 = time.time()

@@ -140,7 +140,7 @@ def eval_breakdown(engine, rows, batch, new_tokens, device, profile_to: Path | N
     tower, prefill (the GPU floor: one forward over encoded inputs), generate (prefill + decode)."""
     import torch
 
-    from eval import gqa_decode
+    from data_prep.patches import gqa_decode
     from eval.cuda_graphs import graphed_decode
 
     tpl, model = engine.template, engine.model
@@ -264,7 +264,7 @@ def bench_eval(cfg, model_dir, device, n, batch, new_tokens, res, out_json, base
     import torch
 
     from data_prep.export import swift_paths
-    from eval import gqa_decode
+    from data_prep.patches import gqa_decode
     from eval.engine import apply_liger, build_engine, set_image_device
     from eval.job import load_rows
 
@@ -474,7 +474,7 @@ def bench_train(cfg, model_dir, device, steps, res, out_json, variants):
 
 
 def bench_handrolled(cfg, model_dir, device, steps, res, out_json, batch=4, checkpointing=True):
-    """The baseline the issue asks for: a plain PEFT LoRA loop (transformers + peft + AdamW) with the
+    """The baseline for the LoRA fold: a plain PEFT LoRA loop (transformers + peft + AdamW) with the
     person_lora settings (r 8, alpha 32, dropout 0.1, all linear layers of the language model, vision
     frozen) on the same fold's training rows, batches encoded by the HF processor before the timed loop."""
     import torch

@@ -11,7 +11,7 @@ GPU memory while a child trains). On one card, it measures:
    every row runs to the limit, ~PIGG's 30-token answers); samples/s and peak memory each; then PIGG's
    max_new_tokens 512 with eval.reserve_new_tokens 64 (every row goes past the reserve and is answered
    again up to 512: the worst case) at auto; and the prefill activations per row (batches 8 and 32,
-   one new token), the coefficient data_prep/memory.py keeps.
+   one new token), the coefficient data_prep/runtime/memory.py keeps.
 2. the same eval at auto on the card capped to ``--cap-gb`` GiB (PIGG_GPU_MEMORY_GB).
 3. person folds through `swift sft` (the generated YAML of the person stage, ``--steps`` steps): the
    person_lora template as shipped on the whole card; person_qlora and person_lora with gradient
@@ -48,7 +48,7 @@ def eval_child(spec: dict) -> dict:
     import torch
 
     from data_prep.config import load_experiment
-    from data_prep.memory import PREFILL_ACT_COEF, PREFILL_ACT_COEFS, kv_bytes_per_token
+    from data_prep.runtime.memory import PREFILL_ACT_COEF, PREFILL_ACT_COEFS, kv_bytes_per_token
     from data_prep.family import family
     from eval.engine import build_engine, cap_card, plan_batch
     from eval.generation import Reader, generate

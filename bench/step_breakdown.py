@@ -13,7 +13,7 @@ optimizer, rest (CUDA events), tokens and FLOPs (bench/flops.py). Reported per v
 the first two: the median of each phase, tokens/s of the median step (host wall: data wait + GPU step), MFU
 against the bf16 matrix product measured in the same child, the slowest step / median (stalls), swift's own
 median step from logging.jsonl (the figure bench/memory_fit.py reports), peak memory, the median step's tokens/s
-per epoch and the whole run's (epochs 2+ differ: data_prep/vision_cache.py answers the vision tower there). Writes
+per epoch and the whole run's (epochs 2+ differ: data_prep/patches/vision_cache.py answers the vision tower there). Writes
 bench/results/step_breakdown_<device>[_<tag>].json and prints a Markdown table.
 """
 from __future__ import annotations
@@ -51,18 +51,18 @@ VARIANTS = {  # name -> (swift keys on top of the person template, environment);
     "compiled_log5_again": (["logging_steps=5"], {"PIGG_COMPILE_LAYERS": "1"}),  # inductor's on-disk cache now warm
     "shipped_profiled": ([], {"PIGG_STEP_PROFILE": "14:17"}),  # epoch 2 with --episodes 45 (8 steps an epoch)
     "shipped_again": ([], {}),  # the same run again: Triton's kernel cache (~/.triton) now warm
-    # Qwen3-VL's RMSNorm as torch's fused operator instead of Liger's (data_prep/rms_norm.py)
+    # Qwen3-VL's RMSNorm as torch's fused operator instead of Liger's (data_prep/patches/rms_norm.py)
     "native_norm": ([], {"PIGG_NATIVE_RMSNORM": "1"}),
     # the loader's workers kept between epochs (no new workers at each epoch's first step)
     "persistent": (["dataloader_persistent_workers=true"], {}),
     "native_norm_persistent": (["dataloader_persistent_workers=true"], {"PIGG_NATIVE_RMSNORM": "1"}),
     "native_norm_profiled": ([], {"PIGG_NATIVE_RMSNORM": "1", "PIGG_STEP_PROFILE": "14:17"}),
-    # what was shipped before the native RMSNorm (thirteenth session); the loader's batches not pinned
+    # without the native RMSNorm (train.native_rms_norm false); the loader's batches not pinned
     "liger_norm": ([], {"PIGG_NATIVE_RMSNORM": "0"}),
     "liger_norm_again": ([], {"PIGG_NATIVE_RMSNORM": "0"}),
     "liger_norm_profiled": ([], {"PIGG_NATIVE_RMSNORM": "0", "PIGG_STEP_PROFILE": "14:17"}),
     "nopin": (["dataloader_pin_memory=false"], {}),
-    # the next epoch's batches not started during this one (shipped before the fourteenth session)
+    # the next epoch's batches not started during this one (train.epoch_prefetch false)
     "no_epoch_prefetch": ([], {"PIGG_EPOCH_PREFETCH": "0"}),
     "no_epoch_prefetch_again": ([], {"PIGG_EPOCH_PREFETCH": "0"}),
     # epoch 1's slow language-model steps (3-5, 8-9: 500-740 ms against ~400): the allocator growing?
@@ -73,7 +73,7 @@ VARIANTS = {  # name -> (swift keys on top of the person template, environment);
     "no_cudnn_sdpa": ([], {"PIGG_SDPA_CUDNN": "0"}),
     "no_cudnn_sdpa_again": ([], {"PIGG_SDPA_CUDNN": "0"}),
     "no_cudnn_sdpa_profiled": ([], {"PIGG_SDPA_CUDNN": "0", "PIGG_STEP_PROFILE": "14:17"}),
-    # batches padded to the longest row only (shipped before the fourteenth session; train.pad_to_multiple 0)
+    # batches padded to the longest row only (train.pad_to_multiple 0)
     "no_pad_multiple": ([], {"PIGG_PAD_TO_MULTIPLE": "0"}),
     "no_pad_multiple_again": ([], {"PIGG_PAD_TO_MULTIPLE": "0"}),
     # every sample encoded once before training (8 processes) instead of by the loader's workers each epoch
@@ -84,10 +84,10 @@ VARIANTS = {  # name -> (swift keys on top of the person template, environment);
     "workers8_pin": (["dataloader_num_workers=8", "dataloader_persistent_workers=true"], {}),
     "nodropout": (["lora_dropout=0.0"], {}),  # what the recipe's LoRA dropout costs (not a default: it changes the recipe)
     "lora_off": ([], {"PIGG_LORA_AUTOCAST_INPUTS": "0"}),  # LoRA inputs cast to float32 (PEFT's way), explicitly
-    "lora_bf16": ([], {"PIGG_LORA_AUTOCAST_INPUTS": "1"}),  # data_prep/lora_inputs.py
+    "lora_bf16": ([], {"PIGG_LORA_AUTOCAST_INPUTS": "1"}),  # data_prep/patches/lora_inputs.py
     "lora_bf16_workers8": (["dataloader_num_workers=8"], {"PIGG_LORA_AUTOCAST_INPUTS": "1"}),
     "lora_bf16_profiled": ([], {"PIGG_LORA_AUTOCAST_INPUTS": "1", "PIGG_STEP_PROFILE": "10:13"}),
-    "thp_off": ([], {"THP_MEM_ALLOC_ENABLE": "0"}),  # data_prep/procenv.py's default (huge pages for CPU tensors) off
+    "thp_off": ([], {"THP_MEM_ALLOC_ENABLE": "0"}),  # data_prep/runtime/procenv.py's default (huge pages for CPU tensors) off
     # flash-attn-4 installed (bench/fa4_check.py says how): its kernels in the language model and the vision tower,
     # then also swift's padding_free (rows concatenated, no padding; needs a flash-attention implementation)
     "fa4": (["attn_impl=flash_attention_4"], {}),

@@ -1,5 +1,5 @@
 """Qwen2.5-VL's vision tower: window attention one call per window (transformers 5.17) vs batched by window
-length (data_prep/window_attention.py), side by side on one card, in one run.
+length (data_prep/patches/window_attention.py), side by side on one card, in one run.
 
 Usage: python bench/window_attention.py --device cuda [--n 128] [--steps 16] [--tag h200]
        python bench/window_attention.py --shape tiny --device cpu --quick     (the same code paths on CPU)
@@ -43,7 +43,8 @@ def child(spec: dict) -> dict:
     import torch
     from swift.infer_engine import InferRequest
 
-    from data_prep import procenv, window_attention
+    from data_prep.patches import window_attention
+    from data_prep.runtime import procenv
     from data_prep.config import load_experiment
     from data_prep.family import family
     from eval.engine import build_engine, plan_batch

@@ -1,36 +1,36 @@
-"""The experiment config: paths, users, K, seed, fold mode, delta, image-token budget, run settings.
+"""The experiment config: load a YAML against the declared schema (data_prep/config_schema.py), with ``base:``
+files and ``--set key=value`` overrides, and resolve its paths.
 
 Usage: ``cfg = load_experiment("swift_configs/experiments/demo.yaml", ["folds.k=5"])``
 
-One YAML per experiment under ``swift_configs/experiments/``. A file may start with
-``base: other.yaml`` and then hold only its differences. Every stage (data export, YAML
-generation, training launchers, eval, report) reads the experiment through this module.
-Unknown keys and wrong types fail with the file and the dotted key; relative paths resolve
-against the project root.
+One YAML per experiment under ``swift_configs/experiments/``. A file may start with ``base: other.yaml`` and then
+hold only its differences; without ``base:`` it is read over the schema's defaults. Every stage (data export, YAML
+generation, training launchers, eval, report) reads the experiment through this module. Unknown keys, wrong types,
+values out of range, missing required keys, ``base:`` cycles and overrides that do not parse are refused with the
+file (or ``<command line>``) and the dotted key. Paths in a file resolve against the project root; paths given
+with ``--set`` against the directory the command runs in.
 """
 from __future__ import annotations
 
 import copy
+import os
 from pathlib import Path
 
 import yaml
 
+from .errors import HarnessError
+from .config_schema import KEYS, MAPPING_KEYS, PATH_KEYS, REQUIRED, check_value, defaults, sections
 from .family import FAMILIES
 from .io import load_yaml
 from .schema import PROMPT_COORDS
-from .token_init import CHOICES as TOKEN_INIT_CHOICES
 
 ROOT = Path(__file__).resolve().parent.parent
 EXPERIMENTS = ROOT / "swift_configs" / "experiments"
 DEFAULT_EXPERIMENT = EXPERIMENTS / "demo.yaml"
-
-# keys whose values are free-form mappings (checked later against swift's own arguments)
-FREE_KEYS = {"train.global_overrides", "train.person_overrides", "train.tokens_overrides", "eval.overrides"}
-PATH_KEYS = {"paths.raw", "paths.data", "paths.runs", "paths.model"}
-AUTO_INT_KEYS = {"eval.batch_size"}  # a positive int, or the word auto
+CMDLINE = Path("<command line>")
 
 
-class ConfigError(ValueError):
+class ConfigError(HarnessError, ValueError):
     pass
 
 
@@ -73,58 +73,53 @@ def _read(path: Path) -> dict:
 
 
 def _merge(base: dict, over: dict, src: Path, prefix: str = "") -> dict:
+    """``over`` on top of ``base``, every key checked against the schema (unknown, null, type, range)."""
     out = copy.deepcopy(base)
     for key, val in over.items():
         dotted = f"{prefix}{key}"
-        if key not in base:
-            raise ConfigError(f"{src}: unknown key '{dotted}' (known here: {sorted(base)})")
+        if dotted not in KEYS and dotted not in sections():
+            known = sorted(k for k in base) if prefix else sorted(set(base) | {"base"})
+            raise ConfigError(f"{src}: unknown key '{dotted}' (known here: {known}; docs/config.md lists them all)")
         if val is None:
             raise ConfigError(f"{src}: '{dotted}' is null; give a value or leave the key out")
-        if dotted in FREE_KEYS:
+        if dotted in sections():
             if not isinstance(val, dict):
-                raise ConfigError(f"{src}: '{dotted}' must be a mapping of swift arguments")
-            out[key] = {**base[key], **val}
-        elif isinstance(base[key], dict):
-            if not isinstance(val, dict):
-                raise ConfigError(f"{src}: '{dotted}' must be a mapping")
+                raise ConfigError(f"{src}: '{dotted}' must be a mapping of its keys")
             out[key] = _merge(base[key], val, src, dotted + ".")
-        else:
-            out[key] = _check_type(val, base[key], src, dotted)
+            continue
+        try:
+            val = check_value(dotted, val, str(src))
+        except ValueError as e:
+            raise ConfigError(str(e)) from None
+        out[key] = {**base[key], **val} if dotted in MAPPING_KEYS and isinstance(base[key], dict) else val
     return out
 
 
-def _check_type(val, like, src, dotted):
-    if isinstance(like, bool) or isinstance(val, bool):
-        if isinstance(like, bool) != isinstance(val, bool):
-            raise ConfigError(f"{src}: '{dotted}' must be {type(like).__name__}, got {val!r}")
-        return val
-    if isinstance(like, float) and isinstance(val, int):
-        return float(val)
-    if dotted.startswith("users."):
-        return val  # '1-10' or a list; parsed later
-    if dotted in AUTO_INT_KEYS:
-        if val == "auto" or (isinstance(val, int) and val > 0):
-            return val
-        raise ConfigError(f"{src}: '{dotted}' must be auto or a positive int, got {val!r}")
-    if type(val) is not type(like):
-        raise ConfigError(f"{src}: '{dotted}' must be {type(like).__name__}, got {val!r}")
-    return val
-
-
-def _load_file(path: Path) -> dict:
+def _load_file(path: Path, chain: tuple[Path, ...] = ()) -> dict:
+    if path in chain:
+        raise ConfigError("base: cycle: " + " -> ".join(str(p) for p in (*chain, path)))
     data = _read(path)
     base_name = data.pop("base", None)
     if base_name is None:
-        return data
-    base_path = (path.parent / base_name).resolve()
-    return _merge(_load_file(base_path), data, path)
+        return _merge(defaults(), data, path)
+    if not isinstance(base_name, str) or not base_name.strip():
+        raise ConfigError(f"{path}: 'base' must name another experiment file, got {base_name!r}")
+    return _merge(_load_file((path.parent / base_name).resolve(), (*chain, path)), data, path)
 
 
 def parse_override(text: str) -> tuple[str, object]:
+    """``key.sub=value`` -> (key, value read as YAML); a value that does not parse names the key and the text."""
     if "=" not in text:
         raise ConfigError(f"override {text!r} must look like key.sub=value")
     key, raw = text.split("=", 1)
-    return key.strip(), load_yaml(raw) if raw != "" else ""
+    key = key.strip()
+    if not key:
+        raise ConfigError(f"override {text!r}: no key before '='")
+    try:
+        return key, load_yaml(raw) if raw != "" else ""
+    except yaml.YAMLError as e:
+        why = str(e).splitlines()[0]
+        raise ConfigError(f"{CMDLINE}: '{key}': the value {raw!r} is not valid YAML ({why})") from None
 
 
 def _nest(key: str, val) -> dict:
@@ -137,21 +132,42 @@ def _nest(key: str, val) -> dict:
     return d
 
 
+def find_experiment(path: str | Path | None) -> Path:
+    """An experiment file: a path (relative to the current directory), or a name under swift_configs/experiments/."""
+    path = Path(path or DEFAULT_EXPERIMENT).expanduser()
+    for cand in (path, EXPERIMENTS / path, EXPERIMENTS / f"{path}.yaml"):
+        if cand.is_file():
+            return cand.resolve()
+    raise ConfigError(f"{path}: experiment config not found (a path from {os.getcwd()}, or a name under {EXPERIMENTS})")
+
+
 def load_experiment(path: str | Path | None = None, overrides: list[str] | None = None) -> dict:
     """Load, merge with its base, apply key=value overrides, resolve paths, validate."""
-    path = Path(path or DEFAULT_EXPERIMENT)
-    if not path.exists() and (EXPERIMENTS / path).exists():
-        path = EXPERIMENTS / path
-    if not path.exists() and (EXPERIMENTS / f"{path}.yaml").exists():
-        path = EXPERIMENTS / f"{path}.yaml"
-    path = path.resolve()
+    path = find_experiment(path)
     cfg = _load_file(path)
+    from_cmdline = set()
     for ov in overrides or []:
         key, val = parse_override(ov)
-        cfg = _merge(cfg, _nest(key, val), Path("<command line>"))
+        if key in PATH_KEYS and isinstance(val, str) and val.strip():
+            val = str(Path(os.path.expanduser(val)).resolve())  # typed by the user: from where they stand
+            from_cmdline.add(key)
+        if key == "train.person_base" and isinstance(val, str) and ("/" in val or val.startswith(".")):
+            val = str(Path(os.path.expanduser(val)).resolve())
+        cfg = _merge(cfg, _nest(key, val), CMDLINE)
+    missing = [k.key for k in KEYS.values() if _get(cfg, k.key) is REQUIRED]
+    if missing:
+        raise ConfigError(f"{path}: required key(s) missing: {missing} (docs/config.md; or start the file with "
+                          "'base: pigg.yaml')")
     cfg["config_path"] = str(path)
     cfg["overrides"] = list(overrides or [])  # with config_path: how a child process loads the same experiment
     return _finish(cfg, path)
+
+
+def _get(cfg: dict, dotted: str):
+    node = cfg
+    for p in dotted.split("."):
+        node = node[p]
+    return node
 
 
 def _finish(cfg: dict, path: Path) -> dict:
@@ -161,47 +177,20 @@ def _finish(cfg: dict, path: Path) -> dict:
         cfg[sect][key] = str(p if p.is_absolute() else (ROOT / p).resolve())
     cfg["users"]["test"] = parse_users(cfg["users"]["test"])
     cfg["users"]["global"] = parse_users(cfg["users"]["global"])
+    for group in ("test", "global"):
+        if not cfg["users"][group]:
+            raise ConfigError(f"{path}: 'users.{group}' lists no user")
+        if cfg["users"][group][0] < 1:
+            raise ConfigError(f"{path}: 'users.{group}': user ids start at 1, got {cfg['users'][group][0]}")
     both = set(cfg["users"]["test"]) & set(cfg["users"]["global"])
     if both:
         raise ConfigError(f"{path}: users {sorted(both)} are both test and global users")
-    if cfg["folds"]["k"] < 2:
-        raise ConfigError(f"{path}: 'folds.k' must be >= 2, got {cfg['folds']['k']}")
-    if cfg["folds"]["mode"] not in ("random", "episode"):
-        raise ConfigError(f"{path}: 'folds.mode' must be random or episode")
-    if cfg["train"]["tokens_init"] not in TOKEN_INIT_CHOICES:
-        raise ConfigError(f"{path}: 'train.tokens_init' must be one of {list(TOKEN_INIT_CHOICES)}, "
-                          f"got {cfg['train']['tokens_init']!r}")
-    if cfg["train"]["vision_cache_gib"] < 0:
-        raise ConfigError(f"{path}: 'train.vision_cache_gib' must be >= 0 (0: off), "
-                          f"got {cfg['train']['vision_cache_gib']}")
-    if cfg["train"]["pad_to_multiple"] < 0:
-        raise ConfigError(f"{path}: 'train.pad_to_multiple' must be >= 0 (0 or 1: off), "
-                          f"got {cfg['train']['pad_to_multiple']}")
-    if cfg["train"]["offload"] not in ("none", "optimizer"):
-        raise ConfigError(f"{path}: 'train.offload' must be none or optimizer, got {cfg['train']['offload']!r}")
-    for key in ("max_new_tokens", "reserve_new_tokens"):
-        if cfg["eval"][key] < 1:
-            raise ConfigError(f"{path}: 'eval.{key}' must be >= 1, got {cfg['eval'][key]}")
-    fam = FAMILIES.get(cfg["model"]["family"])
-    if fam is None:
-        raise ConfigError(f"{path}: 'model.family' must be one of {sorted(FAMILIES)}, got {cfg['model']['family']!r}")
+    if cfg["eval"]["batch_size"] != "auto" and cfg["eval"]["batch_size"] < 1:
+        raise ConfigError(f"{path}: 'eval.batch_size' must be auto or >= 1, got {cfg['eval']['batch_size']}")
+    fam = FAMILIES[cfg["model"]["family"]]
     if cfg["data"]["prompt"] == "auto":
         cfg["data"]["prompt"] = fam.prompt
-    elif cfg["data"]["prompt"] not in PROMPT_COORDS:
-        raise ConfigError(f"{path}: 'data.prompt' must be auto or one of {sorted(PROMPT_COORDS)}, "
-                          f"got {cfg['data']['prompt']!r}")
     elif PROMPT_COORDS[cfg["data"]["prompt"]] != fam.coords:
         raise ConfigError(f"{path}: 'data.prompt' {cfg['data']['prompt']!r} asks for {PROMPT_COORDS[cfg['data']['prompt']]} "
                           f"coordinates but model.family {fam.name} answers in {fam.coords}: use auto")
-    bad = set(cfg["data"]["actions"]) - {"click", "long_click"}
-    if bad:
-        raise ConfigError(f"{path}: 'data.actions' may hold click, long_click; got {sorted(bad)}")
     return cfg
-
-
-def add_config_args(parser) -> None:
-    """The two flags every entry point takes: --config and trailing key=value overrides."""
-    parser.add_argument("--config", default=str(DEFAULT_EXPERIMENT),
-                        help="experiment YAML (default: the embedded demo)")
-    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                        help="override a config key, e.g. --set folds.k=5 (repeatable)")

@@ -6,60 +6,78 @@ Writes under DATA/swift/ (DATA/swift_<family>/ for a model family other than qwe
 are in its own coordinates: data_prep/family.py): ``global_train.jsonl`` (global users), ``user_U/all.jsonl`` and
 ``user_U/fold_F/{train,test}.jsonl`` (test users; names: data_prep/rundir.py), ``user_tokens/<kind>/...`` (the user-token
 method: see ``export_user_tokens``); each JSONL has a ``.ids`` side file with
-the sample ids in row order (swift drops extra columns). ``export.json`` records the settings;
-re-exporting with other settings needs ``--force`` (runs trained on the old folds would no
-longer match the files).
+the sample ids in row order (swift drops extra columns). The export is written whole into a staging folder and
+swapped in; ``export.json`` (written last, inside it) records the settings, the build's fingerprint and the counts.
+Re-exporting with other settings needs ``--force`` (runs trained on the old folds would no longer match the
+files). Every stage that reads an export first calls ``check_export(cfg)``: an export made with other fold
+settings, users, prompt or image budget than the experiment's, or from another build of the samples, is refused.
 """
 from __future__ import annotations
 
 from pathlib import Path
 
+from .errors import HarnessError
 from .family import family
-from .fingertip import load_samples
 from .io import read_json, write_json, write_jsonl, write_lines
 from .kfold import check_folds, fold_split, make_folds
-from .rundir import swift_files, token_files
+from .provenance import differences
+from .rundir import EXPORT_RECORD, swift_files, token_files
 from .schema import USER_TAGS, swift_row, user_tag
+from .store import build_record, load_samples, staging, swap_in
 
 
-class ExportError(RuntimeError):
+class ExportError(HarnessError, RuntimeError):
     pass
 
 
 class Writer:
-    """Rows of one export: the experiment's prompt, the answer's point in the model family's coordinates."""
+    """Rows of one export: the experiment's prompt, the answer's point in the model family's coordinates. Files
+    named under ``final`` are written to the same place under ``staged``."""
 
-    def __init__(self, cfg: dict):
+    def __init__(self, cfg: dict, staged: Path, final: Path):
         self.prompt, self.fam, self.budget = cfg["data"]["prompt"], family(cfg), cfg["image_max_token_num"]
+        self.staged, self.final = staged, final
 
     def __call__(self, path: Path, samples, tag=lambda s: "") -> int:
+        path = self.staged / Path(path).relative_to(self.final)
         write_lines(path.with_suffix(".ids"), (s.id for s in samples))
         return write_jsonl(path, (swift_row(s, self.prompt, tag(s), self.fam.answer_point(s, self.budget))
                                   for s in samples))
 
 
+def export_settings(cfg: dict) -> dict:
+    """What an export is made with: folds, users, prompt, and the family's answer settings (image budget)."""
+    return {"k": cfg["folds"]["k"], "seed": cfg["folds"]["seed"], "mode": cfg["folds"]["mode"],
+            "prompt": cfg["data"]["prompt"], "test_users": cfg["users"]["test"], "global_users": cfg["users"]["global"],
+            **family(cfg).export_settings(cfg["image_max_token_num"])}
+
+
 def export(cfg: dict, force: bool = False) -> dict:
     data = Path(cfg["paths"]["data"])
     test_users, global_users = cfg["users"]["test"], cfg["users"]["global"]
-    k, seed, mode, prompt = cfg["folds"]["k"], cfg["folds"]["seed"], cfg["folds"]["mode"], cfg["data"]["prompt"]
-    settings = {"k": k, "seed": seed, "mode": mode, "prompt": prompt, "test_users": test_users,
-                "global_users": global_users, **family(cfg).export_settings(cfg["image_max_token_num"])}
+    k, seed, mode = cfg["folds"]["k"], cfg["folds"]["seed"], cfg["folds"]["mode"]
+    settings = export_settings(cfg)
     out = swift_dir(cfg)
-    _write = Writer(cfg)
-    manifest_path = out / "export.json"
+    manifest_path = out / EXPORT_RECORD
     if manifest_path.exists() and not force:
         old = read_json(manifest_path).get("settings")
         if old != settings:
             raise ExportError(f"{manifest_path}: exported before with {old}; now {settings}. "
                               "Runs trained on the old folds would not match: pass --force to overwrite")
+    build = build_record(data)
     samples = load_samples(data, sorted(set(test_users) | set(global_users)))
+    for group, users in (("test", test_users), ("global", global_users)):
+        empty = [u for u in users if not samples[u]]
+        if empty:
+            raise ExportError(f"{cfg['config_path']}: users.{group} lists users {empty} that have no samples in "
+                              f"{data / 'samples'} (the build has {sorted(int(u) for u in build['users'])}): "
+                              f"fix users.{group} or the data")
     gl = [s for u in global_users for s in samples[u]]
     if {s.id for s in gl} & {s.id for u in test_users for s in samples[u]}:
         raise ExportError("a sample is both in the global and the test set")
+    tmp = staging(out)  # the whole export, swapped in at the end: a killed export leaves the old one
+    _write = Writer(cfg, tmp, out)
     counts = {"global_train": _write(swift_files(out)["train"], gl), "users": {}}
-    empty = [u for u in test_users if not samples[u]]
-    if empty:
-        raise ExportError(f"test users {empty} have no samples in {data / 'samples'}")
     splits = {}
     for u in test_users:
         us = samples[u]
@@ -73,9 +91,31 @@ def export(cfg: dict, force: bool = False) -> dict:
             entry["folds"].append({"train": _write(paths["train"], train), "test": _write(paths["test"], test)})
         counts["users"][str(u)] = entry
     counts["user_tokens"] = export_user_tokens(out, splits, k, _write)
-    manifest = {"settings": settings, "counts": counts}
-    write_json(manifest_path, manifest)
+    manifest = {"settings": settings, "build": build["fingerprint"], "counts": counts}
+    write_json(tmp / EXPORT_RECORD, manifest)
+    swap_in(tmp, out)
     return manifest
+
+
+def check_export(cfg: dict) -> dict:
+    """The export this experiment's stages read, refused (ExportError) when it is missing, was made with other
+    settings than the experiment's, or from another build of the samples than DATA's current one."""
+    path = swift_dir(cfg) / EXPORT_RECORD
+    if not path.exists():
+        raise ExportError(f"{swift_dir(cfg)}: no complete export ({EXPORT_RECORD} missing); run "
+                          f"`python -m data_prep export --config {cfg['config_path']}`")
+    man = read_json(path)
+    diff = differences(man.get("settings") or {}, export_settings(cfg))
+    if diff:
+        raise ExportError(f"{path}: exported with other settings than {cfg['config_path']} (with its --set) asks "
+                          "for:\n  " + "\n  ".join(f"{d} (export -> experiment)" for d in diff) +
+                          "\nre-export (`python -m data_prep export --force` with these settings) or run with the "
+                          "export's settings")
+    build = build_record(cfg["paths"]["data"])["fingerprint"]
+    if man.get("build") != build:
+        raise ExportError(f"{path}: made from another build of {cfg['paths']['data']}/samples than the current one; "
+                          "re-run `python -m data_prep export --force`")
+    return man
 
 
 def export_user_tokens(out: Path, splits: dict, k: int, _write: Writer) -> dict:

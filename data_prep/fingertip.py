@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import multiprocessing as mp
 import re
+import warnings
 from collections import Counter, defaultdict
 from pathlib import Path
 
@@ -19,9 +20,9 @@ from PIL import Image, UnidentifiedImageError
 from tqdm import tqdm
 
 from .actions import ActionError, parse_action
-from .io import read_json, write_json, write_jsonl
-from .rundir import sample_dir, sample_file, sample_files
+from .io import read_json
 from .schema import Sample, to_grid
+from .store import BuildError, write_samples
 
 EPISODE_RE = re.compile(r"^\d{8}_\d{6}$")
 MAX_EXAMPLES = 20  # locations kept per skip reason in report.json
@@ -38,12 +39,9 @@ SKIP_REASONS = {
     "unknown_action_type": "line",
     "missing_screenshot": "line",
     "unreadable_screenshot": "line",
+    "oversized_screenshot": "line",
     "click_outside_image": "line",
 }
-
-
-class BuildError(RuntimeError):
-    pass
 
 
 def find_users(raw: Path) -> list[tuple[str, list[Path], list[Path]]]:
@@ -75,10 +73,34 @@ def find_users(raw: Path) -> list[tuple[str, list[Path], list[Path]]]:
     return out
 
 
+class ImageProblem(ValueError):
+    """A screenshot a sample cannot use: ``reason`` is its skip reason (unreadable_screenshot, oversized_screenshot)."""
+
+    def __init__(self, reason: str, msg: str):
+        super().__init__(msg)
+        self.reason = reason
+
+
 def image_size(path: Path) -> tuple[int, int]:
-    """Width, height from the file header (Pillow opens lazily: no pixel decode)."""
-    with Image.open(path) as im:
-        return im.size
+    """Width, height from the file header (Pillow opens lazily: no pixel decode). ImageProblem where the file is
+    not an image Pillow reads, or declares more pixels than Pillow's decompression-bomb limit
+    (``Image.MAX_IMAGE_PIXELS``): such a file would stop every later stage that decodes it."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(path) as im:
+                size = im.size
+    except Image.DecompressionBombError as e:
+        pixels = re.search(r"\((\d+) pixels\)", str(e))
+        raise ImageProblem("oversized_screenshot", f"{pixels.group(1) if pixels else 'more'} px, over Pillow's "
+                                                   f"decompression-bomb limit of {Image.MAX_IMAGE_PIXELS}") from None
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as e:
+        raise ImageProblem("unreadable_screenshot", str(e)[:100]) from None
+    limit = Image.MAX_IMAGE_PIXELS
+    if limit and size[0] * size[1] > limit:
+        raise ImageProblem("oversized_screenshot", f"{size[0]}x{size[1]} px, over Pillow's decompression-bomb limit "
+                                                   f"of {limit}")
+    return size
 
 
 def read_episode(job: tuple[str, int, str, tuple[str, ...]]) -> dict:
@@ -146,8 +168,8 @@ def read_episode(job: tuple[str, int, str, tuple[str, ...]]) -> dict:
             continue
         try:
             w, h = image_size(img)
-        except (UnidentifiedImageError, OSError) as e:
-            skip("unreadable_screenshot", where, f"{shot}: {str(e)[:80]}")
+        except ImageProblem as e:
+            skip(e.reason, where, f"{shot}: {str(e)[:80]}")
             continue
         x_px, y_px = action.point
         if not (0 <= x_px < w and 0 <= y_px < h):
@@ -187,17 +209,10 @@ def build(raw: str | Path, out: str | Path, actions=("click",), workers: int | N
             n_eps = _collect(results, per_user, act_count, skipped, examples)
     else:
         n_eps = _collect(tqdm(map(read_episode, jobs), **bar), per_user, act_count, skipped, examples)
-    n = 0
-    sample_dir(out).mkdir(parents=True, exist_ok=True)
-    for old in sample_files(out).values():  # a rebuild replaces the whole set, never mixes two
-        old.unlink()
-    for user in sorted(per_user):
-        n += write_jsonl(sample_file(out, user), per_user[user])
-    write_json(out / "users.json", mapping)
     report = {
         "raw": str(raw),
         "actions_kept": list(actions),
-        "samples": n,
+        "samples": sum(map(len, per_user.values())),
         "users": len(per_user),
         "user_folders": len(users),
         "episodes": n_eps,
@@ -209,7 +224,7 @@ def build(raw: str | Path, out: str | Path, actions=("click",), workers: int | N
         "skip_units": {r: SKIP_REASONS[r] for r in SKIP_REASONS if skipped[r]},
         "skip_examples": {r: examples[r][:MAX_EXAMPLES] for r in SKIP_REASONS if skipped[r]},
     }
-    write_json(out / "report.json", report)
+    write_samples(out, dict(per_user), mapping, report)  # whole or not at all (data_prep/store.py)
     return report
 
 
@@ -225,14 +240,3 @@ def _collect(results, per_user, act_count, skipped, examples) -> int:
             if len(examples[reason]) < MAX_EXAMPLES:
                 examples[reason].append(where)
     return n_eps
-
-
-def load_samples(data: str | Path, users: list[int] | None = None) -> dict[int, list[Sample]]:
-    """{user: [Sample]} from DATA/samples/ (rundir.sample_file) (all users, or the ones asked for)."""
-    from .io import read_jsonl
-
-    if not sample_dir(data).is_dir():
-        raise BuildError(f"{sample_dir(data)}: no samples; run `python -m data_prep build` first")
-    found = sample_files(data)
-    want = sorted(found) if users is None else users
-    return {u: [Sample.from_dict(d) for d in read_jsonl(found[u])] if u in found else [] for u in want}

@@ -16,12 +16,9 @@ import json
 from collections import Counter, defaultdict
 from pathlib import Path
 
-from PIL import UnidentifiedImageError
-
-from .fingertip import image_size
-from .io import write_json, write_jsonl
-from .rundir import sample_file
+from .fingertip import ImageProblem, image_size
 from .schema import Sample, to_grid
+from .store import refuse_existing, write_samples
 
 REQUIRED = ("user", "screenshot", "instruction", "x_px", "y_px")
 
@@ -61,17 +58,19 @@ def check(rec: dict, base: Path) -> tuple[dict | None, str]:
         return None, f"missing_screenshot: {img}"
     try:
         w, h = image_size(img)
-    except (UnidentifiedImageError, OSError):
-        return None, f"unreadable_screenshot: {img}"
+    except ImageProblem as e:
+        return None, f"{e.reason}: {img}: {e}"
     if not (0 <= x < w and 0 <= y < h):
         return None, f"click_outside_image: ({x:g}, {y:g}) outside {w}x{h}"
     return {"image": str(img), "width": w, "height": h, "x_px": x, "y_px": y}, ""
 
 
-def import_clicks(records: str | Path, out: str | Path) -> dict:
+def import_clicks(records: str | Path, out: str | Path, force: bool = False) -> dict:
+    """``force``: replace the sample set of a DATA folder that has one (never merged with it)."""
     records, out = Path(records).resolve(), Path(out).resolve()
     if not records.is_file():
         raise FileNotFoundError(f"{records}: no such records file")
+    refuse_existing(out, force)
     rows = _csv_rows(records) if records.suffix.lower() == ".csv" else _jsonl_rows(records)
     good, skipped, problems = [], Counter(), []
     for line, rec, err in rows:
@@ -94,11 +93,8 @@ def import_clicks(records: str | Path, out: str | Path) -> dict:
                    x=to_grid(info["x_px"], info["width"]), y=to_grid(info["y_px"], info["height"]),
                    app=str(rec.get("app") or ""), **info)
         per_user[s.user].append(s.to_dict())
-    for u, ss in per_user.items():
-        write_jsonl(sample_file(out, u), ss)
-    write_json(out / "users.json", {str(i): raw for raw, i in index.items()})
     report = {"source": str(records), "samples": len(good), "users": len(per_user),
               "samples_per_user": {str(u): len(ss) for u, ss in sorted(per_user.items())},
               "skipped": dict(skipped), "problems": problems[:200]}
-    write_json(out / "report.json", report)
+    write_samples(out, dict(per_user), {str(i): raw for raw, i in index.items()}, report)
     return report

@@ -25,10 +25,9 @@ import sys
 from collections import Counter
 from pathlib import Path
 
-from PIL import Image
 
-from .io import write_json, write_jsonl
-from .rundir import sample_file
+from .fingertip import ImageProblem, image_size
+from .store import refuse_existing, write_samples
 from .schema import Sample
 
 _INSTR = re.compile(r"following instruction:\s*(.*?)(?:\n|$)", re.S)
@@ -105,8 +104,10 @@ def convert(obj, user: int, index: int) -> tuple[Sample | None, str | None]:
     if not (0 <= x < 1000 and 0 <= y < 1000):
         return None, "point_off_grid"
     ref = _REF.search(ans)
-    with Image.open(image) as im:
-        w, h = im.size
+    try:
+        w, h = image_size(Path(image))
+    except ImageProblem as e:
+        return None, e.reason
     p = Path(image).resolve()
     episode = next((q.name for q in p.parents if _EPISODE.match(q.name)), f"pkl_{user}")
     ep_dir = next((q for q in p.parents if q.name == episode), None)
@@ -117,11 +118,13 @@ def convert(obj, user: int, index: int) -> tuple[Sample | None, str | None]:
                   y_px=(y + 0.5) * h / 1000, x=x, y=y), None
 
 
-def import_pigg(pkl_dir: str | Path, out: str | Path) -> dict:
+def import_pigg(pkl_dir: str | Path, out: str | Path, force: bool = False) -> dict:
+    """``force``: replace the sample set of a DATA folder that has one (never merged with it)."""
     pkl_dir, out = Path(pkl_dir), Path(out)
     files = sorted(pkl_dir.glob("user_*.pkl"), key=lambda p: int(re.sub(r"\D", "", p.stem) or 0))
     if not files:
         raise FileNotFoundError(f"{pkl_dir}: no user_{{k}}.pkl files")
+    refuse_existing(out, force)
     skipped, examples, per_user, mapping, refused = Counter(), {}, {}, {}, {}
     for f in files:
         user = int(re.sub(r"\D", "", f.stem))
@@ -143,12 +146,9 @@ def import_pigg(pkl_dir: str | Path, out: str | Path) -> dict:
                 rows.append(s.to_dict())
         per_user[user] = rows
         mapping[str(user)] = rows[0]["raw_user"] if rows else str(user)
-    for user, rows in per_user.items():
-        write_jsonl(sample_file(out, user), rows)
-    write_json(out / "users.json", mapping)
     report = {"source": str(pkl_dir.resolve()), "samples": sum(map(len, per_user.values())),
               "users": len(per_user), "samples_per_user": {str(u): len(r) for u, r in per_user.items()},
               "skipped": dict(skipped), "skip_examples": {k: v[:20] for k, v in examples.items()},
               "refused_files": refused}
-    write_json(out / "report.json", report)
+    write_samples(out, per_user, mapping, report)
     return report

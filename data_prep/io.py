@@ -13,6 +13,7 @@ import json
 import math
 import os
 import re
+import sys
 from pathlib import Path
 
 import jsonlines
@@ -75,9 +76,35 @@ def write_jsonl(path: str | Path, rows) -> int:
     return n
 
 
-def read_jsonl(path: str | Path) -> list[dict]:
-    with jsonlines.open(path) as reader:
-        return list(reader)
+class TornLine(ValueError):
+    pass
+
+
+def read_jsonl_lines(path: str | Path) -> tuple[list, int]:
+    """(records, lines dropped): every whole JSON line of ``path``; the last line, when a killed writer left it
+    cut (inside a UTF-8 character or a JSON value), is dropped and counted. A bad line anywhere else raises
+    TornLine naming the file and line."""
+    lines = Path(path).read_bytes().split(b"\n")
+    out, dropped = [], 0
+    last = max((i for i, b in enumerate(lines) if b.strip()), default=-1)
+    for i, raw in enumerate(lines):
+        if not raw.strip():
+            continue
+        try:
+            out.append(json.loads(raw.decode("utf-8")))
+        except (UnicodeDecodeError, json.JSONDecodeError) as e:
+            if i != last:
+                raise TornLine(f"{path}:{i + 1}: not a JSON line ({str(e)[:80]})") from None
+            dropped += 1
+    return out, dropped
+
+
+def read_jsonl(path: str | Path) -> list:
+    """The records of a JSONL file (a torn last line dropped, with a warning on stderr)."""
+    rows, dropped = read_jsonl_lines(path)
+    if dropped:
+        print(f"warning: {path}: its last line is cut (a killed write); dropped", file=sys.stderr)
+    return rows
 
 
 def write_json(path: str | Path, obj) -> None:

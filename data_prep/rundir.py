@@ -38,6 +38,9 @@ from .io import atomic_open
 MARKERS = ("DONE", "TRAINED")
 WEIGHT_FILES = ("adapter_model.safetensors", "model.safetensors", "model.safetensors.index.json")
 TOKENS_PREFIX = "user_tokens_"
+BUILD_RECORD = "build.json"  # DATA's completion record of a sample set (data_prep/store.py)
+EXPORT_RECORD = "export.json"  # an export folder's settings and counts, written last (data_prep/export.py)
+PROVENANCE = "provenance.json"  # what produced an eval folder's answers (eval/job.py)
 
 
 # ---- the run folder
@@ -135,6 +138,17 @@ def token_files(out: Path, kind: str, fold: int, user: int | None = None) -> dic
     d = Path(out) / "user_tokens" / kind
     return {"train": d / f"fold_{fold}" / "train.jsonl"} if user is None else \
         {"test": fold_dir(d, user, fold) / "test.jsonl"}
+
+
+def clear(folder: Path) -> None:
+    """Empty ``folder`` for a fresh start, keeping its lock file (the lock stays with the process that holds it)."""
+    import shutil
+
+    folder = Path(folder)
+    for p in folder.iterdir() if folder.is_dir() else []:
+        if p.name == ".lock":
+            continue
+        shutil.rmtree(p) if p.is_dir() and not p.is_symlink() else p.unlink()
 
 
 def write_marker(path: Path, **fields) -> None:

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from .fingertip import load_samples
+from .store import load_samples
 from .io import read_json
 from .kfold import fold_split, make_folds
 

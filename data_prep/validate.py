@@ -16,7 +16,7 @@ from PIL import Image
 from tqdm import tqdm
 
 from .family import DEFAULT, get
-from .fingertip import load_samples
+from .store import load_samples
 from .io import read_json, read_jsonl
 from .schema import Sample, answer_text, to_grid
 

@@ -5,12 +5,12 @@ generates, so the CPU work of every batch sits between two GPU batches. For a ph
 980-token budget most of that work is the image processor's float32 rescale/normalise and patch cut
 (24 MB per image), so ``eval.gpu_preprocess`` (eval/engine.py ``set_image_device``) runs it on the GPU:
 the same ops on the same resized uint8 image, bit-identical patches (max |diff| 0.0 on an H200),
-and an input wait per batch of 128 down from ~2.0 s to ~0.95 s (bench/RESULTS.md, run 10).
+and an input wait per batch of 128 down from ~2.0 s to ~0.95 s (bench/RESULTS.md, "Eval").
 ``encoded_batches`` can also encode the next batches in ``eval.workers`` forked DataLoader processes
 (the first batch in this process, so no job waits for a worker's whole batch); with CPU-made patches
-that bought +11 % at batch 64 and +2 % at 128 (run 9: single-threaded workers, and the patches cross
+that bought +11 % at batch 64 and +2 % at 128 (single-threaded workers, and the patches cross
 shared memory), and workers cannot use the GPU, so the two exclude each other. ``eval.prefetch``
-threads encode the next batch instead, in this process, GPU patch ops included (run 13: +4 % with 4
+threads encode the next batch instead, in this process, GPU patch ops included (+4 % with 4
 threads on top of CUDA-graph decoding; 16 threads slowed the thread that drives the GPU by as much
 as they hid). ``infer_encoded`` is swift 4.6's ``TransformersEngine._infer`` after its encode +
 collate (copy to the device, pre-forward hook, generate, decode); image patches travel in the

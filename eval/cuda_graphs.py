@@ -3,7 +3,7 @@
 After the prefill, each decode step of a batch runs the 36-layer language model on one token per
 row: ~1,000 small kernels launched from Python. On an H200 the 24 decode steps of a 128-batch took
 0.91-0.99 s that way and 0.39-0.46 s from the graph, warm-up and capture included (+12 % samples/s;
-bench/RESULTS.md, runs 11-13). transformers' generate already has the seam for this: with
+bench/RESULTS.md, "Eval"). transformers' generate already has the seam for this: with
 a static KV cache (fixed shapes; its write position is a device tensor) the decode steps go through
 ``model.get_compiled_call`` (normally torch.compile, minutes of compiling at 8B scale, again for every
 new cache length). ``graphed_decode(model)`` points that seam at ``DecodeGraphs`` for one generate

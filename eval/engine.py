@@ -8,15 +8,17 @@ Usage: ``engine = build_engine(model, adapters, batch_size, "0", model_type=...,
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
-from data_prep import procenv, window_attention
-from data_prep.memory import PROMPT_SLACK, gib
+from data_prep.patches import PATCHES
+from data_prep.errors import HarnessError
+from data_prep.runtime.memory import PROMPT_SLACK, gib
 
 from .generation import Reader
 
 
-class EvalError(RuntimeError):
+class EvalError(HarnessError, RuntimeError):
     """An eval that cannot start or finish for a reason a person can fix (the message says which)."""
 
 
@@ -48,30 +50,40 @@ def quantization_of(adapters: list[str]):
                               bnb_4bit_compute_dtype=torch.bfloat16, llm_int8_skip_modules=QUANT_SKIP)
 
 
+def check_devices(devices: list[str]) -> None:
+    """A GPU asked for must be there: EvalError naming what this process finds, never a silent run on the CPU."""
+    gpus = [d for d in devices if d != "cpu"]
+    if not gpus:
+        return
+    import torch
+
+    if not torch.cuda.is_available():
+        raise EvalError(f"--devices {','.join(devices)}: no usable CUDA GPU in this process (torch {torch.__version__}, "
+                        f"built for CUDA {torch.version.cuda or 'none'}, {torch.cuda.device_count()} device(s) visible, "
+                        f"CUDA_VISIBLE_DEVICES={os.environ.get('CUDA_VISIBLE_DEVICES', '(unset)')}); "
+                        "run with --devices cpu (or the launcher's first argument cpu), or fix the GPU set-up")
+
+
 def build_engine(model: str, adapters: list[str], batch_size: int, device: str, overrides: dict | None = None,
                  gqa_decode: bool = False, liger_kernel: bool = False, gpu_preprocess: bool = False,
                  model_type: str = "qwen3_vl", template_type: str | None = None, trust_remote_code: bool = False,
                  batched_windows: bool = True, new_tokens: list[str] | None = None):
-    """swift's TransformersEngine on one device; ``gqa_decode``: decode steps through eval/gqa_decode.py;
+    """swift's TransformersEngine on one device; ``gqa_decode``: decode steps through data_prep/patches/gqa_decode.py;
     ``liger_kernel``: Liger's Triton RMSNorm / RoPE / SwiGLU in the language model (GPU only);
     ``gpu_preprocess``: the image processor rescales, normalises and cuts patches on the GPU (GPU only);
     ``model_type`` / ``template_type``: swift's, for a raw model folder (the experiment's model.family);
     ``trust_remote_code``: whether Python files in the model folder may run (model.trust_remote_code);
-    ``batched_windows``: Qwen2.5-VL's ViT windows in one attention call per length (data_prep/window_attention.py);
+    ``batched_windows``: Qwen2.5-VL's ViT windows in one attention call per length (data_prep/patches/window_attention.py);
     ``new_tokens``: the user tokens to add (default: those the first adapter was trained with, its args.json)."""
     import torch
     from swift.infer_engine import TransformersEngine
 
-    from . import gqa_decode as gqa
+    for name, on in (("remote_code", None), ("window_attention", batched_windows), ("gqa_decode", gqa_decode)):
+        p = PATCHES[name]  # the registry's version check; outside it the library's own code runs
+        p.apply(trust_remote_code) if on is None else p.apply() if on else p.remove()
 
-    procenv.set_trust_remote_code(trust_remote_code)
-    window_attention.apply(batched_windows)
-    if gqa_decode:
-        gqa.install()
-    else:
-        gqa.uninstall()
-
-    on_cpu = device == "cpu" or not torch.cuda.is_available()
+    on_cpu = device == "cpu"
+    check_devices([device])
     quant = quantization_of(adapters)
     if quant is not None and on_cpu:
         raise EvalError(f"{adapters[0]}: a QLoRA adapter (4-bit bitsandbytes base, quant_method bnb): evaluate it "
@@ -100,20 +112,21 @@ def set_image_device(engine, device) -> None:
     engine.template.processor.image_processor.device = device
 
 
-def apply_liger(model) -> None:
+def apply_liger(model) -> bool:
+    """Liger's kernels in the model's modules (data_prep/patches/liger_instance.py); EvalError where Liger is missing."""
+    from data_prep.patches.liger_instance import MissingLiger
+
     try:
-        from liger_kernel.transformers import _apply_liger_kernel_to_instance
-    except ImportError:
-        raise EvalError("eval.liger_kernel: true needs the liger-kernel package (pip install -e '.[gpu]'); "
-                        "or set it false in the experiment")
-    _apply_liger_kernel_to_instance(model=model.get_base_model() if hasattr(model, "get_base_model") else model)
+        return PATCHES["liger_instance"].apply(model)
+    except MissingLiger as e:
+        raise EvalError(str(e)) from None
 
 
 def cap_card() -> None:
     """PIGG_GPU_MEMORY_GB: this process uses at most that much of the card (a shared or smaller card)."""
     import torch
 
-    from data_prep.memory import card_limit_bytes
+    from data_prep.runtime.memory import card_limit_bytes
 
     cap = card_limit_bytes()
     if cap is not None and torch.cuda.is_available():
@@ -137,7 +150,7 @@ CPU_AUTO_BATCH = 32  # eval.batch_size: auto off a GPU (the tiny model; memory i
 def plan_batch(engine, rows: list[tuple[str, dict]], meta: dict, batch_size, max_new_tokens: int,
                reserve_new_tokens: int, reader: Reader | None = None) -> dict:
     """eval.batch_size: auto -> the batch for the first pass (KV reserved for ``reserve_new_tokens``) and
-    for rows answered again up to ``max_new_tokens``, from the card's free memory (data_prep/memory.py); a
+    for rows answered again up to ``max_new_tokens``, from the card's free memory (data_prep/runtime/memory.py); a
     number stands for both. The prompt length is the encoded largest screenshot's."""
     if batch_size != "auto":
         return {"batch_size": int(batch_size), "long_batch_size": int(batch_size), "auto": False}
@@ -147,7 +160,7 @@ def plan_batch(engine, rows: list[tuple[str, dict]], meta: dict, batch_size, max
     import torch
     from swift.infer_engine import InferRequest
 
-    from data_prep.memory import batch_plan, card_limit_bytes
+    from data_prep.runtime.memory import batch_plan, card_limit_bytes
 
     from .batches import prepare_template
 

@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 
 from data_prep.family import DEFAULT, Family, get as get_family
+from data_prep.patches import PATCHES
 from data_prep.io import dumps
 from data_prep.schema import from_grid, on_grid
 
@@ -96,6 +97,20 @@ def generate(engine, rows: list[tuple[str, dict]], pred_file: Path, batch_size: 
     order = sorted(rows, key=lambda r: (meta.get(r[0], {}).get("width", 0) * meta.get(r[0], {}).get("height", 0)))
     reader = reader or Reader()
     reqs = [InferRequest(messages=reader.messages(row, meta.get(sid)), images=row["images"]) for sid, row in order]
+    own = PATCHES["swift_infer"].allowed()  # eval/batches.py's copy of swift's generate call, or swift's own infer
+
+    def batches(todo):
+        if own:
+            return encoded_batches(engine, todo, batch_size, workers, pin_memory, prefetch)
+        return ((list(range(i, min(i + batch_size, len(todo)))), None, None) for i in range(0, len(todo), batch_size))
+
+    def answer(requests, batch, tis, request_config, graphed):
+        if not own:
+            return engine.infer(requests, request_config, use_tqdm=False)
+        if batch is None:
+            batch, tis = encode_now(engine, requests)
+        return infer_encoded(engine, batch, tis, request_config, graphs=graphed, stats=stats["decode_steps"])
+
     bar = tqdm(total=len(order), desc=f"eval {pred_file.parent.name}", unit="sample", disable=not progress)
     t0, pos = time.time(), 0  # rows go in order: order[:pos] are written
     with open(pred_file, "a", encoding="utf-8") as f:
@@ -103,14 +118,13 @@ def generate(engine, rows: list[tuple[str, dict]], pred_file: Path, batch_size: 
             base, oom = pos, None
             t = time.time()
             try:
-                for chunk, batch, tis in encoded_batches(engine, reqs[base:], batch_size, workers, pin_memory, prefetch):
+                for chunk, batch, tis in batches(reqs[base:]):
                     stats["input_wait_s"] += time.time() - t
-                    resps = infer_encoded(engine, batch, tis, cfg, graphs=graphs, stats=stats["decode_steps"])
+                    resps = answer([reqs[base + i] for i in chunk], batch, tis, cfg, graphs)
                     late = [j for j, r in enumerate(resps) if long_cfg and r.choices[0].finish_reason == "length"]
                     for k in range(0, len(late), long_batch_size):  # rows still answering at the reserve
                         sub = late[k:k + long_batch_size]
-                        lb, lt = encode_now(engine, [reqs[base + chunk[j]] for j in sub])
-                        for j, r in zip(sub, infer_encoded(engine, lb, lt, long_cfg)):
+                        for j, r in zip(sub, answer([reqs[base + chunk[j]] for j in sub], None, None, long_cfg, False)):
                             resps[j] = r
                     stats["long_rows"] += len(late)
                     for i, resp in zip(chunk, resps):

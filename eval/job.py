@@ -1,26 +1,40 @@
 """An eval job: rows of swift JSONL answered by a model (+ adapters), resumable from its predictions,
 sharded over devices, then scored: out.json (records in row order), metrics.json, results.txt.
 
+Each output folder holds ``provenance.json``: what its answers come from (the model's and adapters' identities,
+model family, eval profile, prompt, image budget, decoding settings, the data file's and the build's hashes;
+data_prep/provenance.py), written before the first answer. Answers are reused only where it matches; a folder made
+by anything else is refused before a model loads, naming what differs and the ways out (``fresh``, another
+folder). One process per output folder (data_prep/runtime/lock.py). Prediction lines that are torn (a kill
+mid-write) or malformed are dropped, counted and answered again; they are never scored.
+
 Usage: ``evaluate(cfg, model, adapters, [(data, out), ...], devices=["0"])`` -> [metrics per job].
 With several devices, one child process per device (``python -m eval.run --shard i``; its environment from
-data_prep/procenv.py) takes rows i, i+n, ...; the parent merges them in row order. Raises EvalError
+data_prep/runtime/procenv.py) takes rows i, i+n, ...; the parent merges them in row order. Raises EvalError
 (eval/engine.py), FileNotFoundError, ValueError; only the CLI (eval/run.py) turns them into exit codes.
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import subprocess
+import sys
 import time
 from pathlib import Path
 
-from data_prep import procenv
-from data_prep.attention import flash_problems
+from data_prep.runtime import procenv
+from data_prep.runtime.attention import flash_problems
 from data_prep.family import check_model_folder, family
-from data_prep.io import atomic_open, read_jsonl, write_json
-from data_prep.memory import gib
+from data_prep.io import atomic_open, read_json, read_jsonl, write_json
+from data_prep.runtime.memory import gib
+from data_prep.provenance import ProvenanceError, check_same, data_identity, fingerprint, model_identity
+from data_prep.patches import PATCHES
+from data_prep.rundir import PROVENANCE, clear
+from data_prep.runtime.lock import FolderLock
+from data_prep.store import BuildError, build_record
 
-from .engine import CPU_AUTO_BATCH, Engines, EvalError, build_engine, cap_card, peak_memory, plan_batch
+from .engine import CPU_AUTO_BATCH, Engines, EvalError, build_engine, cap_card, check_devices, peak_memory, plan_batch
 from .generation import Reader, generate
 from .metrics import score
 from .profiles import get as get_profile
@@ -41,30 +55,46 @@ def load_rows(data: str | Path) -> list[tuple[str, dict]]:
     return list(zip(ids, rows))
 
 
+def valid_record(rec) -> bool:
+    """A prediction line the scorer can trust: an id, the answer text, PIGG's point, the ground truth and, where
+    parsed, the point on the grid."""
+    def point(v):
+        return isinstance(v, list) and len(v) == 2 and all(isinstance(x, (int, float)) and not isinstance(x, bool)
+                                                           for x in v)
+    return (isinstance(rec, dict) and isinstance(rec.get("id"), str) and isinstance(rec.get("raw"), str)
+            and point(rec.get("pred_pigg")) and point(rec.get("gt")) and (rec.get("pred") is None or point(rec["pred"])))
+
+
 def read_predictions(out: Path) -> dict[str, dict]:
-    """Every complete prediction line under ``out`` (all shards); a torn last line is dropped."""
+    """Every trusted prediction under ``out`` (all shards). A torn last line (a kill mid-write, even inside a UTF-8
+    character) and malformed records are dropped, counted on stderr and left for the run to answer again; the file
+    is rewritten with the good lines only, so appends stay whole lines."""
     done: dict[str, dict] = {}
     for f in sorted(out.glob("predictions*.jsonl")):
-        lines = f.read_text(encoding="utf-8").split("\n")
-        good, torn = [], False
-        for line in lines:
-            if not line.strip():
+        good, torn, bad = [], 0, 0
+        for raw in f.read_bytes().split(b"\n"):
+            if not raw.strip():
                 continue
             try:
-                rec = json.loads(line)
-            except json.JSONDecodeError:
-                torn = True
+                rec = json.loads(raw.decode("utf-8"))
+            except (UnicodeDecodeError, json.JSONDecodeError):
+                torn += 1
                 continue
-            good.append(line)
+            if not valid_record(rec):
+                bad += 1
+                continue
+            good.append(raw)
             done.setdefault(rec["id"], rec)
-        if torn:  # killed mid-write: keep only the whole lines
-            with atomic_open(f) as fh:
-                fh.write("".join(g + "\n" for g in good))
+        if torn or bad:
+            print(f"warning: {f}: {torn} torn and {bad} malformed line(s) dropped; their samples are answered again",
+                  file=sys.stderr, flush=True)
+            with atomic_open(f, "wb") as fh:
+                fh.write(b"".join(g + b"\n" for g in good))
     return done
 
 
 def sample_index(cfg: dict) -> dict[str, dict]:
-    from data_prep.fingertip import load_samples
+    from data_prep.store import load_samples
 
     return {s.id: s.to_dict() for ss in load_samples(cfg["paths"]["data"]).values() for s in ss}
 
@@ -91,6 +121,31 @@ def results_text(m: dict, title: str) -> str:
             f"  element hit rate: {num(m['element_hit_rate'])} (n={m['element_hit_n']})\n")
 
 
+def provenance(cfg: dict, model_id: dict, adapter_ids: list[dict], data: Path, max_new_tokens: int) -> dict:
+    """What an eval folder's answers come from (module docstring): its provenance.json."""
+    try:
+        build = build_record(cfg["paths"]["data"])["fingerprint"]
+    except BuildError:
+        build = None  # rows evaluated without a built DATA (their ground truth is in the rows)
+    return {"model": model_id, "adapters": adapter_ids, "family": cfg["model"]["family"],
+            "profile": cfg["eval"]["profile"], "prompt": cfg["data"]["prompt"],
+            "image_max_token_num": cfg["image_max_token_num"], "long_press": "long_click" in cfg["data"]["actions"],
+            "decoding": {"greedy": True, "max_new_tokens": max_new_tokens}, "data": data_identity(data), "build": build}
+
+
+def claim(out: Path, record: dict, fresh: bool) -> None:
+    """Make ``out`` this job's: with ``fresh`` empty it first; refuse it (ProvenanceError, before any model loads)
+    where it holds answers of something else, or answers without a provenance record; then record this job."""
+    if fresh:
+        clear(out)
+    ways = (f"ways out: --fresh (drop its answers and evaluate again) or another output folder than {out}")
+    has_answers = any(out.glob("predictions*.jsonl")) or (out / "out.json").exists()
+    if has_answers and not (out / PROVENANCE).exists():
+        raise ProvenanceError(f"{out}: holds answers but no {PROVENANCE} (what made them is unknown); {ways}")
+    check_same(out / PROVENANCE, record, "this eval folder", ways)
+    write_json(out / PROVENANCE, record)
+
+
 def finalize(rows: list[tuple[str, dict]], out: Path, delta: float, title: str) -> dict:
     """Score a finished job: out.json in row order, metrics.json, results.txt."""
     done = read_predictions(out)
@@ -99,6 +154,8 @@ def finalize(rows: list[tuple[str, dict]], out: Path, delta: float, title: str) 
         raise EvalError(f"{out}: {len(missing)} samples have no prediction (first: {missing[0]})")
     records = [done[sid] for sid, _ in rows]
     m = score(records, delta)
+    prov = read_json(out / PROVENANCE) if (out / PROVENANCE).exists() else {}
+    m["provenance"] = {"record": fingerprint(prov), "build": prov.get("build"), "data": (prov.get("data") or {}).get("sha256")}
     write_json(out / "out.json", records)
     write_json(out / "metrics.json", m)
     with atomic_open(out / "results.txt") as f:
@@ -154,7 +211,8 @@ def _worker(cfg: dict, model: str, adapters: list[str], batch_size, max_new_toke
     name = PRED_FILE if num_shards == 1 else f"predictions.shard{shard}.jsonl"
     for mine, out in todo:
         st = generate(engine, mine, out / name, plan["batch_size"], max_new_tokens, meta, workers=ev["workers"],
-                      prefetch=ev["prefetch"], graphs=ev["cuda_graphs"] and engine.model.device.type == "cuda",
+                      prefetch=ev["prefetch"], graphs=ev["cuda_graphs"] and engine.model.device.type == "cuda"
+                      and PATCHES["cuda_graphs"].allowed(),
                       reserve_new_tokens=ev["reserve_new_tokens"], long_batch_size=plan["long_batch_size"],
                       reader=reader)
         plan["batch_size"], plan["long_batch_size"] = st["batch_sizes"][-1], min(plan["long_batch_size"], st["batch_sizes"][-1])
@@ -183,21 +241,38 @@ def check(cfg: dict, model: str, devices: list[str]) -> None:
         raise EvalError(f"{cfg['config_path']}: eval.workers={ev['workers']} and eval.gpu_preprocess: true exclude "
                         "each other on a GPU (forked workers cannot use it): set eval.workers=0 or "
                         "eval.gpu_preprocess=false")
+    check_devices(devices)
 
 
 def evaluate(cfg: dict, model: str, adapters: list[str], jobs: list[tuple[Path, Path]], devices: list[str],
              batch_size=None, max_new_tokens: int | None = None, shard: int | None = None,
-             num_shards: int = 1, quiet: bool = False, engines: Engines | None = None) -> list[dict]:
+             num_shards: int = 1, quiet: bool = False, engines: Engines | None = None, fresh: bool = False) -> list[dict]:
     """Answer and score every (data, out) job (module docstring); [metrics] in job order ([] for a shard child).
     ``batch_size`` / ``max_new_tokens``: None takes the experiment's eval.batch_size / eval.max_new_tokens;
-    ``engines``: engines kept between calls on one device (eval/serve.py)."""
-    batch_size = batch_size or cfg["eval"]["batch_size"]
-    max_new_tokens = max_new_tokens or cfg["eval"]["max_new_tokens"]
+    ``engines``: engines kept between calls on one device (eval/serve.py); ``fresh``: each output folder's earlier
+    answers dropped first."""
+    batch_size = cfg["eval"]["batch_size"] if batch_size is None else batch_size
+    max_new_tokens = cfg["eval"]["max_new_tokens"] if max_new_tokens is None else max_new_tokens
+    if batch_size != "auto" and batch_size < 1 or max_new_tokens < 1:
+        raise EvalError(f"batch size {batch_size!r} / max new tokens {max_new_tokens!r}: want positive numbers")
     jobs = [(Path(d), Path(o)) for d, o in jobs]
     check(cfg, model, devices)
-    if shard is not None:  # a child started below
+    if shard is not None:  # a child started below, under its parent's locks and records
         _worker(cfg, model, adapters, batch_size, max_new_tokens, jobs, shard, num_shards, devices[0])
         return []
+    with contextlib.ExitStack() as held:
+        for _, out in jobs:
+            held.enter_context(FolderLock(out, "eval folder"))
+        ids = {"model": model_identity(model), "adapters": [model_identity(a) for a in adapters]}
+        for data, out in jobs:
+            if not data.is_file():
+                raise FileNotFoundError(f"{data}: no such eval file (run `python -m data_prep export`)")
+            claim(out, provenance(cfg, ids["model"], ids["adapters"], data, max_new_tokens), fresh)
+        return _answer_and_score(cfg, model, adapters, jobs, devices, batch_size, max_new_tokens, quiet, engines)
+
+
+def _answer_and_score(cfg, model, adapters, jobs, devices, batch_size, max_new_tokens, quiet, engines) -> list[dict]:
+    """The rows not yet answered answered (here, or one child process per device), then every job scored."""
     if len(devices) == 1:
         if devices[0] != "cpu":
             os.environ["CUDA_VISIBLE_DEVICES"] = devices[0]

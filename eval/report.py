@@ -9,7 +9,6 @@ On the real dataset (test users 1-10) PIGG's published numbers stand beside ours
 """
 from __future__ import annotations
 
-import argparse
 import json
 import math
 import sys
@@ -17,7 +16,9 @@ from pathlib import Path
 
 import pandas as pd
 
-from data_prep.config import add_config_args, load_experiment
+from data_prep.config import load_experiment
+from data_prep.runtime.cli import parser, run
+from data_prep.summary import same_build
 from data_prep.rundir import (TOKENS_PREFIX, eval_outputs, overall_file, run_dir, tokens_stage, user_of,
                               user_summaries)
 
@@ -248,6 +249,8 @@ def report(cfg: dict) -> dict:
     out.mkdir(parents=True, exist_ok=True)
     if not models:
         raise FileNotFoundError(f"{run_dir(cfg)}: no finished stage (no overall.json) to report")
+    same_build([json.loads(overall_file(m["dir"]).read_text(encoding="utf-8")) for m in models],
+               f"the report of {run_dir(cfg)} ({', '.join(m['name'] for m in models)})")
     overall, per_user = tables(models)
     overall.to_csv(out / "overall.csv", index=False, na_rep="n/a")
     per_user.to_csv(out / "per_user.csv", index=False, na_rep="n/a")
@@ -285,20 +288,21 @@ def report(cfg: dict) -> dict:
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(prog="python -m eval.report", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_config_args(p)
+    p = parser("python -m eval.report", __doc__)
+    p.add_argument("--dry-run", action="store_true", help="list the finished stages the report would read")
     a = p.parse_args(argv)
-    try:
-        r = report(load_experiment(a.config, a.overrides))
-    except FileNotFoundError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    if a.dry_run:
+        return run(lambda: print("\n".join(f"{m['role']}: {m['name']} ({m['dir']})"
+                                           for m in find_models(load_experiment(a.config, a.overrides))) or
+                                 "no finished stage yet"))
+    return run(lambda: show(report(load_experiment(a.config, a.overrides))))
+
+
+def show(r: dict) -> None:
     cols = ["model", "acc@140 (%)", "mean L2", "off-screen (%)", "median L2", "corrected acc (%)", "parse fail (%)"]
     print(r["overall"][cols].to_string(index=False, float_format=lambda v: f"{v:.2f}", na_rep="–"))
     print(f"\nordering: {json.dumps(r['ordering'])}")
     print(f"full report: {r['dir']}/report.md")
-    return 0
 
 
 if __name__ == "__main__":

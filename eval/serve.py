@@ -16,21 +16,19 @@ Ends at the end of its input.
 """
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import sys
 import time
 
-from data_prep.config import ConfigError, add_config_args, load_experiment
-from data_prep.fingertip import BuildError
+from data_prep.config import ConfigError, load_experiment
 from data_prep.io import dumps
-from data_prep.procenv import preload
+from data_prep.runtime.procenv import preload
 
-from .engine import Engines, EvalError
+from .engine import Engines
 from .job import evaluate
 
-EXPECTED = (EvalError, ConfigError, BuildError, FileNotFoundError, ValueError)
+from data_prep.runtime.cli import EXPECTED, parser
 
 
 def to_log(path: str) -> None:
@@ -73,9 +71,7 @@ def serve(cfg: dict, device: str, requests, reply) -> int:
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(prog="python -m eval.serve", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_config_args(p)
+    p = parser("python -m eval.serve", __doc__)
     p.add_argument("--devices", required=True, help="one device: cpu or a GPU id (already the visible one)")
     p.add_argument("--reply-fd", type=int, required=True)
     a = p.parse_args(argv)

@@ -12,14 +12,14 @@ runs/<exp>/visualizations/<run>/user<U>_<n>.png.
 """
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 from pathlib import Path
 
 from PIL import Image, ImageDraw
 
-from data_prep.config import add_config_args, load_experiment
+from data_prep.config import load_experiment
+from data_prep.runtime.cli import nonneg_int, parser, positive_int, run
 from data_prep.rundir import eval_outputs, run_dir, user_dir
 from data_prep.family import Family, family
 from data_prep.schema import from_grid, on_grid
@@ -78,34 +78,38 @@ def load_records(cfg: dict, run: str, user: int) -> list[dict]:
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(prog="python -m eval.visualize", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_config_args(p)
+    p = parser("python -m eval.visualize", __doc__)
     p.add_argument("--run", default="eval/vanilla", help="eval/<name> or person_lora (under runs/<exp>/)")
-    p.add_argument("--user", type=int, nargs="+", help="default: all test users")
+    p.add_argument("--user", type=positive_int, nargs="+", help="default: all test users")
     g = p.add_mutually_exclusive_group()
-    g.add_argument("--samples", type=int, nargs="+", help="indices into the user's records")
+    g.add_argument("--samples", type=nonneg_int, nargs="+", help="indices into the user's records")
     g.add_argument("--all", action="store_true")
-    p.add_argument("--max", type=int, default=4, help="first N samples per user (default 4)")
+    p.add_argument("--max", type=positive_int, default=4, help="first N samples per user (default 4)")
+    p.add_argument("--dry-run", action="store_true", help="print where the records would be read and drawn")
     a = p.parse_args(argv)
+    return run(lambda: visualize(a))
+
+
+def visualize(a) -> int:
     cfg = load_experiment(a.config, a.overrides)
     written = []
     fam = family(cfg)
     profile = get_profile(cfg["eval"]["profile"], fam.name)
-    try:
+    if a.dry_run:
         for u in a.user or cfg["users"]["test"]:
-            recs = load_records(cfg, a.run, u)
-            idx = range(len(recs)) if a.all else a.samples if a.samples else range(min(a.max, len(recs)))
-            for i in idx:
-                if not 0 <= i < len(recs):
-                    print(f"error: user {u} has {len(recs)} samples; no index {i}", file=sys.stderr)
-                    return 2
-                out = run_dir(cfg, "visualizations", a.run.replace("/", "_"), f"user{u}_{i}.png")
-                written.append(draw(recs[i], cfg["eval"]["delta"], out, fam, cfg["image_max_token_num"], profile,
-                                    "long_click" in cfg["data"]["actions"]))
-    except FileNotFoundError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+            print(f"user {u}: {user_dir(run_dir(cfg, *a.run.split('/')), u)} -> "
+                  f"{run_dir(cfg, 'visualizations', a.run.replace('/', '_'))}")
+        return 0
+    for u in a.user or cfg["users"]["test"]:
+        recs = load_records(cfg, a.run, u)
+        idx = range(len(recs)) if a.all else a.samples if a.samples else range(min(a.max, len(recs)))
+        for i in idx:
+            if not 0 <= i < len(recs):
+                print(f"error: user {u} has {len(recs)} samples; no index {i}", file=sys.stderr)
+                return 2
+            out = run_dir(cfg, "visualizations", a.run.replace("/", "_"), f"user{u}_{i}.png")
+            written.append(draw(recs[i], cfg["eval"]["delta"], out, fam, cfg["image_max_token_num"], profile,
+                                "long_click" in cfg["data"]["actions"]))
     print(f"wrote {len(written)} images under {run_dir(cfg, 'visualizations')}")
     return 0
 

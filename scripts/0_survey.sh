@@ -3,7 +3,6 @@
 # ratio, fold sizes; DATA/survey/{survey.md, survey.csv, *.png}. Reads built samples only (no image decoding).
 # Usage: bash scripts/0_survey.sh [--config EXP] [--data DATA]
 set -euo pipefail
-cd "$(dirname "$0")/.."
-export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
+source "$(dirname "$0")/common.sh"
 set -x
-"${PYTHON:-python3}" -m data_prep survey "$@"
+"$PY" -m data_prep survey "$@"

@@ -4,8 +4,8 @@
 # Resumable: re-run the same command after a kill; --fresh starts over.
 # Usage: bash scripts/2_finetune_global.sh GPUS [--full|--lora] [--config EXP] [--fresh] [--dry-run] [key=value ...]
 set -euo pipefail
-cd "$(dirname "$0")/.."
-GPUS=${1:?usage: $0 GPUS (cpu | 0 | 0,1,2,3) [--full|--lora] [--config EXP] [key=value ...]}; shift
-export HF_HUB_OFFLINE=1 MODELSCOPE_OFFLINE=1 THP_MEM_ALLOC_ENABLE=${THP_MEM_ALLOC_ENABLE:-1} PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
+source "$(dirname "$0")/common.sh"
+help_or_first "$0" swift_configs.train "$@"
+GPUS=$1; shift
 set -x
-"${PYTHON:-python3}" -m swift_configs.train --gpus "$GPUS" "$@"
+"$PY" -m swift_configs.train --gpus "$GPUS" "$@"

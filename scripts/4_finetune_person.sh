@@ -4,8 +4,8 @@
 # a killed fold resumes from its last checkpoint. Summaries: runs/<exp>/person_lora/{user_U_summary,overall}.json
 # Usage: bash scripts/4_finetune_person.sh GPUS [--lora|--full] [--users 1 2 3] [--fold F] [--config EXP] [--workers N] [key=value ...]
 set -euo pipefail
-cd "$(dirname "$0")/.."
-GPUS=${1:?usage: $0 GPUS (cpu | 0 | 0,1,2,3) [--lora|--full] [--users ...] [--fold F]}; shift
-export HF_HUB_OFFLINE=1 MODELSCOPE_OFFLINE=1 THP_MEM_ALLOC_ENABLE=${THP_MEM_ALLOC_ENABLE:-1} PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
+source "$(dirname "$0")/common.sh"
+help_or_first "$0" swift_configs.person "$@"
+GPUS=$1; shift
 set -x
-"${PYTHON:-python3}" -m swift_configs.person --gpus "$GPUS" "$@"
+"$PY" -m swift_configs.person --gpus "$GPUS" "$@"

@@ -5,8 +5,8 @@
 # users x K. Resumable (DONE markers). Summaries: runs/<exp>/user_tokens_<kind>/{user_U_summary,overall}.json
 # Usage: bash scripts/4b_finetune_user_tokens.sh GPUS [--kind special text pooled] [--fold F] [--config EXP] [key=value ...]
 set -euo pipefail
-cd "$(dirname "$0")/.."
-GPUS=${1:?usage: $0 GPUS (cpu | 0 | 0,1,2,3) [--kind special text pooled] [--config EXP]}; shift
-export HF_HUB_OFFLINE=1 MODELSCOPE_OFFLINE=1 THP_MEM_ALLOC_ENABLE=${THP_MEM_ALLOC_ENABLE:-1} PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
+source "$(dirname "$0")/common.sh"
+help_or_first "$0" swift_configs.tokens "$@"
+GPUS=$1; shift
 set -x
-"${PYTHON:-python3}" -m swift_configs.tokens --gpus "$GPUS" "$@"
+"$PY" -m swift_configs.tokens --gpus "$GPUS" "$@"

@@ -2,7 +2,6 @@
 # The Vanilla / Global / Global+Personalized table (Markdown + CSV) and plots, from result files only.
 # Usage: bash scripts/6_report.sh [--config EXP]
 set -euo pipefail
-cd "$(dirname "$0")/.."
-export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
+source "$(dirname "$0")/common.sh"
 set -x
-"${PYTHON:-python3}" -m eval.report "$@"
+"$PY" -m eval.report "$@"

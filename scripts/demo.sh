@@ -7,8 +7,8 @@
 # --workers N: person / user-token runs side by side (default 2, one per core of a 2-core box).
 # Usage: bash scripts/demo.sh [--fresh] [--user-tokens] [--workers N] [--config swift_configs/experiments/demo.yaml]
 set -euo pipefail
-cd "$(dirname "$0")/.."
-CFG=swift_configs/experiments/demo.yaml
+source "$(dirname "$0")/common.sh"
+CFG=$ROOT/swift_configs/experiments/demo.yaml
 FRESH=0
 TOKENS=0
 WORKERS=2
@@ -18,12 +18,11 @@ while [ $# -gt 0 ]; do
     --user-tokens) TOKENS=1 ;;
     --config) CFG=$2; shift ;;
     --workers) WORKERS=$2; shift ;;
-    *) echo "usage: $0 [--fresh] [--user-tokens] [--workers N] [--config EXP]" >&2; exit 2 ;;
+    -h|--help) usage "$0" ""; exit 0 ;;
+    *) echo "usage: $0 [--fresh] [--user-tokens] [--workers N] [--config EXP]  (--help)" >&2; exit 2 ;;
   esac
   shift
 done
-export HF_HUB_OFFLINE=1 MODELSCOPE_OFFLINE=1 THP_MEM_ALLOC_ENABLE=${THP_MEM_ALLOC_ENABLE:-1} PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
-PY=${PYTHON:-python3}
 path() { "$PY" -c "from data_prep.config import load_experiment as L; print(L('$CFG')$1)"; }
 RAW=$(path "['paths']['raw']"); DATA=$(path "['paths']['data']"); MODEL=$(path "['paths']['model']")
 FAMILY=$(path "['model']['family']")
@@ -45,19 +44,19 @@ stage "1/6 synthetic FingerTip-layout data -> samples -> swift JSONL"
 run data_validate "$PY" -m data_prep validate --config "$CFG"
 echo "data: $DATA (report.json lists every skipped step by reason)"
 stage "2/6 tiny random model ($FAMILY)"
-"$PY" scripts/build_tiny_model.py --out "$MODEL" --family "$FAMILY"
+"$PY" "$ROOT/scripts/build_tiny_model.py" --out "$MODEL" --family "$FAMILY"
 stage "3/6 vanilla eval"
-run vanilla bash scripts/1_vanilla_eval.sh cpu --config "$CFG"
+run vanilla bash "$ROOT"/scripts/1_vanilla_eval.sh cpu --config "$CFG"
 stage "4/6 global full fine-tuning + eval"
-run global bash scripts/2_finetune_global.sh cpu --full --config "$CFG"
-run global_eval bash scripts/3_eval_checkpoint.sh cpu "$RUNS/global_full" --config "$CFG"
+run global bash "$ROOT"/scripts/2_finetune_global.sh cpu --full --config "$CFG"
+run global_eval bash "$ROOT"/scripts/3_eval_checkpoint.sh cpu "$RUNS/global_full" --config "$CFG"
 stage "5/6 personalized LoRA K-fold on top of the global checkpoint"
-run person bash scripts/4_finetune_person.sh cpu --lora --config "$CFG" --workers "$WORKERS"
+run person bash "$ROOT"/scripts/4_finetune_person.sh cpu --lora --config "$CFG" --workers "$WORKERS"
 if [ "$TOKENS" = 1 ]; then
   stage "5b one model for all users: user tags (special token, text) and the pooled control"
-  run tokens bash scripts/4b_finetune_user_tokens.sh cpu --config "$CFG" --workers "$WORKERS"
+  run tokens bash "$ROOT"/scripts/4b_finetune_user_tokens.sh cpu --config "$CFG" --workers "$WORKERS"
 fi
 stage "6/6 report + visualizations"
-run visualize bash scripts/5_visualize.sh --config "$CFG" --run person_lora --max 2
-bash scripts/6_report.sh --config "$CFG" 2>/dev/null
+run visualize bash "$ROOT"/scripts/5_visualize.sh --config "$CFG" --run person_lora --max 2
+bash "$ROOT"/scripts/6_report.sh --config "$CFG" 2>/dev/null
 echo; echo "demo finished in $(( $(date +%s) - START ))s"

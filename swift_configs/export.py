@@ -10,14 +10,14 @@ unquantized base (swift does so). An existing merged folder is kept unless --fre
 """
 from __future__ import annotations
 
-import argparse
 import shutil
 import subprocess
 import sys
 from pathlib import Path
 
-from data_prep.config import ROOT, ConfigError, add_config_args, load_experiment
-from data_prep.procenv import child_env, swift_args as plugin_args
+from data_prep.config import ROOT, ConfigError, load_experiment
+from data_prep.runtime.cli import nonneg_int, parser, positive_int, run
+from data_prep.runtime.procenv import child_env, swift_args as plugin_args
 from data_prep.rundir import done, fold_dir, marker_checkpoint, read_marker, run_dir, write_marker
 
 
@@ -55,35 +55,36 @@ def merge(cfg: dict, adapter: Path, out: Path, device: str = "cpu", fresh: bool 
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(prog="python -m swift_configs.export", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_config_args(p)
+    p = parser("python -m swift_configs.export", __doc__)
     p.add_argument("--run", default="person_lora", help="the run folder under runs/<exp>/ (default person_lora)")
-    p.add_argument("--user", type=int)
-    p.add_argument("--fold", type=int)
+    p.add_argument("--user", type=positive_int)
+    p.add_argument("--fold", type=nonneg_int)
     p.add_argument("--adapter", help="a LoRA checkpoint (instead of --user/--fold)")
     p.add_argument("--out", help="default: next to the fold, fold_F/merged")
     p.add_argument("--gpus", default="cpu", help="cpu or one GPU id for the merge")
     p.add_argument("--fresh", action="store_true", help="merge again over an existing merged folder")
+    p.add_argument("--dry-run", action="store_true", help="print the merge command; run nothing")
     a = p.parse_args(argv)
-    try:
-        cfg = load_experiment(a.config, a.overrides)
-        if a.adapter:
-            adapter = Path(a.adapter)
-            out = Path(a.out) if a.out else adapter.parent / "merged"
-        else:
-            if a.user is None or a.fold is None:
-                raise ConfigError("give --user and --fold (or --adapter CKPT)")
-            fold = fold_dir(run_dir(cfg, a.run), a.user, a.fold)
-            if not done(fold).exists():
-                raise ConfigError(f"{fold}: the fold is not finished (no DONE marker); run scripts/4_finetune_person.sh")
-            adapter = marker_checkpoint(done(fold))
-            out = Path(a.out) if a.out else fold / "merged"
-        merge(cfg, adapter, out, a.gpus, a.fresh)
-    except ConfigError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    return 0
+    return run(lambda: export_fold(a))
+
+
+def export_fold(a) -> None:
+    cfg = load_experiment(a.config, a.overrides)
+    if a.adapter:
+        adapter = Path(a.adapter)
+        out = Path(a.out) if a.out else adapter.parent / "merged"
+    else:
+        if a.user is None or a.fold is None:
+            raise ConfigError("give --user and --fold (or --adapter CKPT)")
+        fold = fold_dir(run_dir(cfg, a.run), a.user, a.fold)
+        if not done(fold).exists():
+            raise ConfigError(f"{fold}: the fold is not finished (no DONE marker); run scripts/4_finetune_person.sh")
+        adapter = marker_checkpoint(done(fold))
+        out = Path(a.out) if a.out else fold / "merged"
+    if a.dry_run:
+        print(" ".join(merge_command(Path(adapter).resolve(), Path(out).resolve(), a.gpus)))
+        return
+    merge(cfg, adapter, out, a.gpus, a.fresh)
 
 
 if __name__ == "__main__":

@@ -14,7 +14,6 @@ each naming the file and key, before anything is loaded.
 """
 from __future__ import annotations
 
-import argparse
 import os
 import shlex
 import sys
@@ -23,12 +22,13 @@ from pathlib import Path
 
 import yaml
 
-from data_prep.attention import flash_problems
-from data_prep.config import ConfigError, add_config_args, load_experiment, parse_override
-from data_prep.export import swift_paths, token_paths
+from data_prep.runtime.attention import flash_problems
+from data_prep.config import ConfigError, load_experiment, parse_override
+from data_prep.runtime.cli import nonneg_int, parser, positive_int, run
+from data_prep.export import ExportError, check_export, swift_paths, token_paths
 from data_prep.family import check_model_folder, family
 from data_prep.io import load_yaml
-from data_prep.procenv import experiment_env, swift_args as plugin_args
+from data_prep.runtime.procenv import experiment_env, swift_args as plugin_args
 from data_prep.rundir import done, fold_dir, generated_yaml, marker_checkpoint, run_dir, tokens_run_dir, tokens_stage
 
 from .argtable import load as load_table
@@ -37,6 +37,13 @@ TEMPLATES = Path(__file__).with_name("templates")
 OFFLOAD_OPTIMIZER = Path(__file__).with_name("deepspeed") / "zero3_offload_optimizer.json"  # swift's zero3 + CPU AdamW
 PASS_THROUGH_ENV = ("NNODES", "NODE_RANK", "MASTER_ADDR", "MASTER_PORT")
 PATH_KEYS = ("model", "output_dir", "resume_from_checkpoint")
+# swift keys whose value has a floor swift does not check before the model loads: (smallest, excluded?)
+SWIFT_MIN = {"lora_rank": (1, False), "lora_alpha": (0, True), "lora_dropout": (0, False), "learning_rate": (0, True),
+             "num_train_epochs": (0, True), "per_device_train_batch_size": (1, False),
+             "per_device_eval_batch_size": (1, False), "gradient_accumulation_steps": (1, False),
+             "warmup_steps": (0, False), "warmup_ratio": (0, False), "weight_decay": (0, False), "max_length": (1, False),
+             "save_steps": (1, False), "logging_steps": (1, False), "save_total_limit": (1, False),
+             "dataloader_num_workers": (0, False), "max_grad_norm": (0, False)}
 RUN_KEYS = {"model_type": "model.family", "template": "model.family", "model": "paths.model / train.person_base",
             "dataset": "paths.data", "output_dir": "paths.runs", "seed": "folds.seed",
             "data_seed": "folds.seed"}  # owned by the experiment, never overridden
@@ -149,6 +156,13 @@ def validate(args: dict, sources: dict[str, str]) -> list[str]:
         if not ok:
             want = f"one of {kind['choices']}" if isinstance(kind, dict) else kind
             errs.append(f"{src}: '{key}' must be {want}, got {val!r}")
+            continue
+        if key in SWIFT_MIN and isinstance(val, (int, float)):
+            low, excluded = SWIFT_MIN[key]
+            if val < low or (excluded and val == low):
+                errs.append(f"{src}: '{key}' must be {'>' if excluded else '>='} {low}, got {val!r}")
+        if key == "lora_dropout" and isinstance(val, (int, float)) and val >= 1:
+            errs.append(f"{src}: 'lora_dropout' must be < 1, got {val!r}")
     for key in PATH_KEYS:
         if key in args and isinstance(args[key], str) and not os.path.isabs(args[key]):
             errs.append(f"{sources.get(key, '?')}: '{key}' must be an absolute path, got {args[key]!r}")
@@ -197,6 +211,10 @@ def render(cfg: dict, stage: str, *, user: int | None = None, fold: int | None =
         put(key, val, f"command line: {ov}")
     errs = [f"{sources[k]}: '{k}' is set from the experiment ({RUN_KEYS[k]}); change it there"
             for k in RUN_KEYS if k in args]
+    try:
+        check_export(cfg)  # made with this experiment's folds, users, prompt and budget, from the current build
+    except ExportError as e:
+        errs.append(str(e))
     if not gl and args.get("use_liger_kernel"):
         errs.append(f"{sources['use_liger_kernel']}: use_liger_kernel needs a GPU (Triton kernels); this run is on the CPU")
     model: Path | None
@@ -252,13 +270,13 @@ def render(cfg: dict, stage: str, *, user: int | None = None, fold: int | None =
     put("seed", cfg["folds"]["seed"], f"{exp}: folds.seed")
     put("data_seed", cfg["folds"]["seed"], f"{exp}: folds.seed")
     for key, val in plugin_args(args.get("external_plugins")).items():
-        put(key, val, f"{exp}: model.trust_remote_code, model.batched_window_attention (data_prep/plugins/)")
+        put(key, val, f"{exp}: model.trust_remote_code, model.batched_window_attention (data_prep/patches/plugins/)")
     if resume:
         put("resume_from_checkpoint", str(resume), "resume")
     errs += validate(args, sources)
     if errs:
         raise ConfigError("invalid swift config:\n  " + "\n  ".join(errs))
-    env = experiment_env(cfg)  # the image budget and the plugins' switches (data_prep/procenv.py)
+    env = experiment_env(cfg)  # the image budget and the plugins' switches (data_prep/runtime/procenv.py)
     if len(gl) > 1 or (gl and args.get("deepspeed")):  # DeepSpeed on one GPU also runs under torchrun
         env["NPROC_PER_NODE"] = len(gl)
     if gl and args.get("deepspeed"):  # ZeRO-3 on 2 x H100: 69.4 GiB with it (bench/RESULTS.md); set yours to override
@@ -271,28 +289,25 @@ def render(cfg: dict, stage: str, *, user: int | None = None, fold: int | None =
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(prog="python -m swift_configs.generate", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = parser("python -m swift_configs.generate", __doc__)
     p.add_argument("stage", choices=["global", "person"])
-    add_config_args(p)
-    p.add_argument("--user", type=int)
-    p.add_argument("--fold", type=int)
+    p.add_argument("--user", type=positive_int)
+    p.add_argument("--fold", type=nonneg_int)
     p.add_argument("--gpus", default="cpu")
     p.add_argument("--dry-run", action="store_true", help="print the YAML and the command; write nothing")
     p.add_argument("swift_overrides", nargs="*", metavar="key=value", help="swift sft keys")
     a = p.parse_intermixed_args(argv)
-    try:
-        cfg = load_experiment(a.config, a.overrides)
-        run = render(cfg, a.stage, user=a.user, fold=a.fold, gpus=a.gpus, overrides=a.swift_overrides)
-    except ConfigError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    return run(lambda: generate(a))
+
+
+def generate(a) -> None:
+    r = render(load_experiment(a.config, a.overrides), a.stage, user=a.user, fold=a.fold, gpus=a.gpus,
+               overrides=a.swift_overrides)
     if a.dry_run:
-        print(run.dump())
-        print(run.shell())
+        print(r.dump())
+        print(r.shell())
     else:
-        print(run.write())
-    return 0
+        print(r.write())
 
 
 if __name__ == "__main__":

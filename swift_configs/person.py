@@ -14,10 +14,10 @@ this file says only which runs (one per user and fold) and which hold-out each e
 """
 from __future__ import annotations
 
-import argparse
 import sys
 
-from data_prep.config import ConfigError, add_config_args, load_experiment
+from data_prep.config import ConfigError, load_experiment
+from data_prep.runtime.cli import nonneg_int, parser, positive_int, run
 from data_prep.export import swift_paths
 from data_prep.rundir import fold_dir, run_dir
 
@@ -35,18 +35,16 @@ def fold_job(cfg: dict, a, user: int, fold: int) -> Job:
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(prog="python -m swift_configs.person", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_config_args(p)
+    p = parser("python -m swift_configs.person", __doc__)
     p.add_argument("--gpus", default="cpu")
     g = p.add_mutually_exclusive_group()
     g.add_argument("--lora", action="store_true", help="personalized LoRA (template person_lora, default)")
     g.add_argument("--full", action="store_true", help="personalized full fine-tuning (template person_full)")
     g.add_argument("--qlora", action="store_true", help="personalized QLoRA, 4-bit base (template person_qlora)")
-    p.add_argument("--users", type=int, nargs="+", help="test users (default: all of the experiment's)")
-    p.add_argument("--fold", type=int, nargs="+", help="only these folds (default: all K)")
-    p.add_argument("--workers", type=int, default=None, help="parallel folds (default: one per GPU; 1 on CPU)")
-    p.add_argument("--array-task", type=int, default=None,
+    p.add_argument("--users", type=positive_int, nargs="+", help="test users (default: all of the experiment's)")
+    p.add_argument("--fold", type=nonneg_int, nargs="+", help="only these folds (default: all K)")
+    p.add_argument("--workers", type=positive_int, default=None, help="parallel folds (default: one per GPU; 1 on CPU)")
+    p.add_argument("--array-task", type=nonneg_int, default=None,
                    help="run only the i-th (user, fold) pair, users x folds in order (Slurm job arrays)")
     p.add_argument("--fresh", action="store_true", help="delete the selected folds' folders first")
     p.add_argument("--dry-run", action="store_true", help="print each fold's command and the memory estimate; run nothing")
@@ -54,23 +52,23 @@ def main(argv=None) -> int:
     p.add_argument("swift_overrides", nargs="*", metavar="key=value")
     a = p.parse_intermixed_args(argv)
     a.overrides += [f"train.person_template=person_{k}" for k in ("lora", "full", "qlora") if getattr(a, k)]
-    try:
-        cfg = load_experiment(a.config, a.overrides)
-        users = a.users or cfg["users"]["test"]
-        folds = a.fold if a.fold is not None else list(range(cfg["folds"]["k"]))
-        if a.array_task is not None:
-            pairs = [(u, f) for u in users for f in folds]
-            if not 0 <= a.array_task < len(pairs):
-                raise ConfigError(f"--array-task {a.array_task}: want 0..{len(pairs) - 1} ({len(users)} users x {len(folds)} folds)")
-            users, folds = [pairs[a.array_task][0]], [pairs[a.array_task][1]]
-        gl = gpu_list(a.gpus)
-    except ConfigError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    return run(lambda: person(a))
+
+
+def person(a) -> int:
+    cfg = load_experiment(a.config, a.overrides)
+    users = a.users or cfg["users"]["test"]
+    folds = a.fold if a.fold is not None else list(range(cfg["folds"]["k"]))
+    if a.array_task is not None:
+        pairs = [(u, f) for u in users for f in folds]
+        if not 0 <= a.array_task < len(pairs):
+            raise ConfigError(f"--array-task {a.array_task}: want 0..{len(pairs) - 1} ({len(users)} users x {len(folds)} folds)")
+        users, folds = [pairs[a.array_task][0]], [pairs[a.array_task][1]]
+    gl = gpu_list(a.gpus)
     jobs = [fold_job(cfg, a, u, f) for u in users for f in folds]
-    summary_users = cfg["users"]["test"] if a.array_task is not None else users
+    # summaries of every test user whose folds are DONE; overall.json only once all of them are
     return sweep(cfg, jobs, a, gl, worker_slots(gl, a.workers), "person", "folds",
-                 [cfg["train"]["person_template"]], summary_users)
+                 [cfg["train"]["person_template"]], cfg["users"]["test"])
 
 
 if __name__ == "__main__":

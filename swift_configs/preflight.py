@@ -91,7 +91,7 @@ def screenshots(args: dict) -> int | None:
 
 
 def vision_cache_bytes(args: dict, image_tokens: int, cap_gib: float, n_gpus: int = 1) -> int:
-    """What data_prep/vision_cache.py keeps on the GPU for this run: per distinct screenshot its bf16 pixels and its
+    """What data_prep/patches/vision_cache.py keeps on the GPU for this run: per distinct screenshot its bf16 pixels and its
     features (merged tokens x the language width, Qwen3-VL's deepstack levels too), up to ``cap_gib``; 0 where the
     vision tower trains or the run spans several GPUs (it is then never cached)."""
     if cap_gib <= 0 or n_gpus > 1 or not args.get("freeze_vit", True) or not args.get("freeze_aligner", True):
@@ -157,7 +157,7 @@ def estimate(args: dict, n_gpus: int, image_tokens: int, offload: str = "none", 
 
 def card_bytes(gpus: list[str]) -> list[int] | None:
     """Memory of each listed GPU: PIGG_GPU_MEMORY_GB if set, else nvidia-smi's memory.total (None: unknown)."""
-    from data_prep.memory import card_limit_bytes
+    from data_prep.runtime.memory import card_limit_bytes
 
     cap = card_limit_bytes()
     if cap is not None:

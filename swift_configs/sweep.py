@@ -21,9 +21,9 @@ user_U_summary.json for each user whose K folds are DONE and overall.json when a
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import queue
-import shutil
 import subprocess
 import sys
 import threading
@@ -32,15 +32,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from data_prep.config import ROOT, ConfigError
+from data_prep.config import ROOT
+from data_prep.errors import HarnessError
+from data_prep.export import check_export
 from data_prep.io import read_json, write_json
-from data_prep.procenv import eval_child, eval_server
-from data_prep.rundir import done, eval_dir, fold_dir, overall_file, run_dir, user_summary, write_marker
-from data_prep.server import LineServer
+from data_prep.runtime.procenv import eval_child, eval_server
+from data_prep.rundir import clear, done, eval_dir, fold_dir, overall_file, run_dir, user_summary, write_marker
+from data_prep.runtime.lock import FolderLock
+from data_prep.runtime.server import LineServer
 from data_prep.summary import overall, summarize_folds
 
 from .generate import Run
-from .train import TrainError, TrainServer, execute, log_tail, preflight, prepare, trained_checkpoint
+from .train import TrainError, TrainServer, check_provenance, execute, log_tail, preflight, prepare, trained_checkpoint
 
 
 @dataclass
@@ -131,14 +134,14 @@ def eval_park(cfg: dict, est: dict | None, gpus: list[str]) -> bool:
 
 
 def run_job(cfg: dict, job: Job, device: str, env: dict, tag: str, server: EvalServer | None = None,
-            trainer: TrainServer | None = None) -> dict[int, dict]:
+            trainer: TrainServer | None = None, build: str | None = None) -> dict[int, dict]:
     """Train ``job`` on ``device`` (or resume it; forked from ``trainer`` if given), evaluate its hold-outs (by
-    ``server`` if given), mark them; {user: metrics}."""
+    ``server`` if given), mark them; {user: metrics}. ``build``: the export's build fingerprint (provenance)."""
     run = job.render(device)
+    todo = prepare(run, build=build)  # refuses a folder made by other settings, base or data, DONE or not
     if done(run.run_dir).exists():
         return {t.user: read_json(eval_dir(t.folder) / "metrics.json") for t in job.targets}
     t0 = time.time()
-    todo = prepare(run)
     if server is not None and any(not done(t.folder).exists() for t in job.targets):
         server.warm(run.run_dir / "eval.log")  # its imports overlap this run's training
     if todo is not None:
@@ -193,7 +196,7 @@ def run_queue(todo: list, slots: list[str], on_gpu: bool, do, label: str, after=
                 if after is not None:
                     with lock:
                         after()
-            except (TrainError, ConfigError, OSError) as e:
+            except (HarnessError, OSError) as e:
                 with lock:
                     failures.append((job, str(e)))
                 print(f"[{label}] {job} FAILED: {e}", file=sys.stderr, flush=True)
@@ -241,17 +244,37 @@ def sweep(cfg: dict, jobs: list[Job], a, gl: list[str], slots: list[str], tag: s
         est = None
         if pending and gl:  # one run per GPU: each slot's card must hold one
             est = preflight(pending[0].run, cfg, sorted(set(slots)), force=a.force or a.dry_run, n_gpus=1)
-    except ConfigError as e:
+    except HarnessError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     if a.dry_run:
         for j in jobs:
             print(f"# {j.label}\n{j.run.shell()}")
         return 0
-    if a.fresh:
-        for j in jobs:
-            for d in [j.run_dir, *(t.folder for t in j.targets)]:
-                shutil.rmtree(d, ignore_errors=True)
+    with contextlib.ExitStack() as held:  # every selected job's folders, for the whole sweep: one process each
+        try:
+            build = check_export(cfg)["build"]
+            for j in jobs:
+                for d in dict.fromkeys([j.run_dir, *(t.folder for t in j.targets)]):
+                    held.enter_context(FolderLock(d, "run folder"))
+        except HarnessError as e:
+            print(f"error: {e}", file=sys.stderr)
+            return 2
+        if a.fresh:
+            for j in jobs:
+                for d in [j.run_dir, *(t.folder for t in j.targets)]:
+                    clear(d)
+        try:  # a DONE job is reused only where what made it is what this sweep would run
+            for j in jobs:
+                check_provenance(j.run, build)
+        except HarnessError as e:
+            print(f"error: {e}", file=sys.stderr)
+            return 2
+        return _run_sweep(cfg, jobs, gl, slots, tag, noun, stages, summary_users, est, build)
+
+
+def _run_sweep(cfg, jobs, gl, slots, tag, noun, stages, summary_users, est, build) -> int:
+    """The queue of ``sweep`` once its folders are held: train and evaluate what is not DONE, then summaries."""
     todo = [j for j in jobs if not j.is_done()]
     print(f"[{tag}] {len(jobs) - len(todo)} {noun} already done, {len(todo)} to run on {slots}", flush=True)
     t0 = time.time()
@@ -264,7 +287,7 @@ def sweep(cfg: dict, jobs: list[Job], a, gl: list[str], slots: list[str], tag: s
             local.trainer = TrainServer() if cfg["train"]["keep_loaded"] else None
             local.server = EvalServer(cfg, device, env, park) if cfg["eval"]["keep_loaded"] else None
             servers.extend(s for s in (local.trainer, local.server) if s is not None)
-        return (f"[{tag}] {job.label}: {acc_line(run_job(cfg, job, device, env, tag, local.server, local.trainer))}  "
+        return (f"[{tag}] {job.label}: {acc_line(run_job(cfg, job, device, env, tag, local.server, local.trainer, build))}  "
                 f"({time.time() - t0:.0f}s)")
 
     def summarise():

@@ -18,10 +18,10 @@ hold-outs each evaluates (every test user's, tagged).
 """
 from __future__ import annotations
 
-import argparse
 import sys
 
-from data_prep.config import ConfigError, add_config_args, load_experiment
+from data_prep.config import load_experiment
+from data_prep.runtime.cli import parser, positive_int, nonneg_int, run
 from data_prep.export import token_paths
 from data_prep.rundir import fold_dir, run_dir, tokens_stage
 from data_prep.schema import USER_TAGS
@@ -41,29 +41,27 @@ def tokens_job(cfg: dict, a, kind: str, fold: int) -> Job:
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(prog="python -m swift_configs.tokens", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_config_args(p)
+    p = parser("python -m swift_configs.tokens", __doc__)
     p.add_argument("--gpus", default="cpu")
     p.add_argument("--kind", nargs="+", choices=sorted(USER_TAGS), default=["special", "text", "pooled"],
                    help="tag kinds to run (default all three; pooled is the control)")
-    p.add_argument("--fold", type=int, nargs="+", help="only these folds (default all K)")
-    p.add_argument("--workers", type=int, default=None, help="parallel runs (default: one per GPU; 1 on CPU)")
+    p.add_argument("--fold", type=nonneg_int, nargs="+", help="only these folds (default all K)")
+    p.add_argument("--workers", type=positive_int, default=None, help="parallel runs (default: one per GPU; 1 on CPU)")
     p.add_argument("--fresh", action="store_true", help="delete the selected runs' folders first")
     p.add_argument("--dry-run", action="store_true", help="print each run's command and the memory estimate")
     p.add_argument("--force", action="store_true", help="start even if the memory preflight says it will not fit")
     p.add_argument("swift_overrides", nargs="*", metavar="key=value")
     a = p.parse_intermixed_args(argv)
-    try:
+
+    def work() -> int:
         cfg = load_experiment(a.config, a.overrides)
         folds = a.fold if a.fold is not None else list(range(cfg["folds"]["k"]))
         gl = gpu_list(a.gpus)
-    except ConfigError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    jobs = [tokens_job(cfg, a, k, f) for k in a.kind for f in folds]
-    return sweep(cfg, jobs, a, gl, worker_slots(gl, a.workers), "tokens", "runs",
-                 [tokens_stage(k) for k in a.kind], cfg["users"]["test"])
+        jobs = [tokens_job(cfg, a, k, f) for k in a.kind for f in folds]
+        return sweep(cfg, jobs, a, gl, worker_slots(gl, a.workers), "tokens", "runs",
+                     [tokens_stage(k) for k in a.kind], cfg["users"]["test"])
+
+    return run(work)
 
 
 if __name__ == "__main__":

@@ -3,17 +3,17 @@
 Usage: python -m swift_configs.train --config EXP --gpus 0,1 [--lora|--full] [--fresh] [key=value ...]
 
 A run folder (runs/<exp>/<template>/...) holds: generated/swift.yaml (the concrete config), manifest.json
-(command, git commit, package versions, dataset hashes), train.log, swift's checkpoints, then
+(command, git commit, package versions, and its provenance: the generated YAML's fingerprint, the base model's
+identity, the dataset hashes and the build they were exported from), train.log, swift's checkpoints, then
 TRAINED (training finished; names the final checkpoint) and, for the global stage, DONE. A re-run
-skips a finished run, resumes an interrupted one from its newest complete checkpoint
-(resume_from_checkpoint), and refuses a folder made from other data unless --fresh.
+skips a finished run and resumes an interrupted one from its newest complete checkpoint (resume_from_checkpoint),
+only where its provenance matches; a folder made by other settings, another base model or other data is refused
+before anything loads, naming what differs (--fresh starts it over). One process per run folder
+(data_prep/runtime/lock.py); --dry-run takes no lock.
 """
 from __future__ import annotations
 
-import argparse
-import hashlib
 import json
-import shutil
 import subprocess
 import sys
 import time
@@ -21,27 +21,24 @@ from importlib import metadata
 from pathlib import Path
 
 from data_prep import rundir
-from data_prep.config import ROOT, ConfigError, add_config_args, load_experiment
+from data_prep.errors import HarnessError
+from data_prep.config import ROOT, ConfigError, load_experiment
+from data_prep.export import check_export
 from data_prep.io import write_json
-from data_prep.procenv import child_env, train_server
+from data_prep.provenance import ProvenanceError, differences, fingerprint, model_identity, sha256_file
+from data_prep.runtime.cli import parser, run as run_cli
+from data_prep.runtime.lock import FolderLock
+from data_prep.runtime.procenv import child_env, train_server
 from data_prep.rundir import latest_checkpoint, marker_checkpoint, write_marker
-from data_prep.server import LineServer
+from data_prep.runtime.server import START_TIMEOUT_S, LineServer
 
 from .generate import Run, gpu_list, missing_packages, render
 
 PACKAGES = ("torch", "torchvision", "transformers", "ms-swift", "peft", "qwen-vl-utils", "deepspeed", "flash-attn")
 
 
-class TrainError(RuntimeError):
+class TrainError(HarnessError, RuntimeError):
     pass
-
-
-def sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def git_commit() -> str:
@@ -67,27 +64,53 @@ def data_hashes(run: Run) -> dict:
     out = {}
     for ds in run.args["dataset"]:
         p = Path(ds)
-        out[str(p)] = sha256(p)
+        out[str(p)] = sha256_file(p)
         ids = p.with_suffix(".ids")
         if ids.exists():
-            out[str(ids)] = sha256(ids)
+            out[str(ids)] = sha256_file(ids)
     return out
 
 
-def prepare(run: Run, fresh: bool = False) -> Run | None:
-    """Decide fresh / resume / skip; returns the run to execute (with resume set) or None if trained."""
+# what may change between a run and its resumption without changing what it trains: where it resumes from, where
+# it writes, and how many processes and nodes it runs on
+MACHINE_ARGS = ("resume_from_checkpoint", "output_dir")
+MACHINE_ENV = ("NPROC_PER_NODE", "NNODES", "NODE_RANK", "MASTER_ADDR", "MASTER_PORT", "PYTORCH_CUDA_ALLOC_CONF")
+
+
+def provenance(run: Run, build: str | None) -> dict:
+    """What a run folder's training is made of: the generated YAML (less MACHINE_*), the base model, the data."""
+    yaml_body = {"args": {k: v for k, v in run.args.items() if k not in MACHINE_ARGS},
+                 "env": {k: str(v) for k, v in run.env.items() if k not in MACHINE_ENV}}
+    return {"swift_yaml_sha256": fingerprint(yaml_body), "swift_yaml": yaml_body,
+            "base_model": model_identity(run.args["model"]), "data": data_hashes(run), "build": build}
+
+
+def check_provenance(run: Run, build: str | None = None) -> dict:
+    """This run's provenance record; ProvenanceError where its folder holds a run (trained or not) that another
+    provenance (or none) made: nothing of it is reused."""
+    d = run.run_dir
+    record = provenance(run, build)
+    man = d / "manifest.json"
+    if man.exists() or rundir.trained(d).exists() or rundir.done(d).exists():
+        old = json.loads(man.read_text(encoding="utf-8")).get("provenance") if man.exists() else None
+        diff = differences(old, record) if old is not None else ["no provenance record (made by an older version)"]
+        if diff:
+            raise ProvenanceError(f"{d}: made by other settings, base model or data than this run:\n  " +
+                                  "\n  ".join(diff) + "\nRe-run with --fresh to start this run over, or use another "
+                                  "experiment name (--set name=...)")
+    return record
+
+
+def prepare(run: Run, fresh: bool = False, build: str | None = None) -> Run | None:
+    """Decide fresh / resume / skip; returns the run to execute (with resume set) or None if trained. Refuses a
+    folder whose manifest records another provenance (or none): check_provenance."""
     d = run.run_dir
     if fresh and d.exists():
-        shutil.rmtree(d)
+        rundir.clear(d)
+    record = check_provenance(run, build)
+    man = d / "manifest.json"
     if rundir.trained(d).exists():
         return None
-    hashes = data_hashes(run)
-    man = d / "manifest.json"
-    if man.exists():
-        old = json.loads(man.read_text(encoding="utf-8")).get("data_hashes")
-        if old != hashes:
-            raise TrainError(f"{d}: made from other data than {list(hashes)} (the export changed since). "
-                             "Re-run with --fresh to start this run over, or use another experiment name")
     ckpt = latest_checkpoint(d)
     if ckpt is not None:
         run.args["resume_from_checkpoint"] = str(ckpt)
@@ -95,7 +118,7 @@ def prepare(run: Run, fresh: bool = False) -> Run | None:
     run.write()
     write_json(man, {"stage": run.stage, "template": run.template, "command": run.shell(),
                      "argv": run.command(), "git_commit": git_commit(), "versions": versions(),
-                     "data_hashes": hashes, "resumed_from": str(ckpt) if ckpt else None})
+                     "provenance": record, "resumed_from": str(ckpt) if ckpt else None})
     return run
 
 
@@ -137,7 +160,7 @@ class TrainServer:
         if not self.srv.alive() or env != self.env:
             self.srv.start(train_server, env, log)
             self.env = env
-            ready = self.srv.read()
+            ready = self.srv.read(START_TIMEOUT_S)
             if not (ready and ready.get("ready")):
                 self.off = ready["error"] if ready else f"it ended with exit {self.srv.exit_code()}, see {log}"
                 self.srv.close()
@@ -201,9 +224,7 @@ def preflight(run: Run, cfg: dict, gpus: list[str], force: bool = False, n_gpus:
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(prog="python -m swift_configs.train", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_config_args(p)
+    p = parser("python -m swift_configs.train", __doc__)
     p.add_argument("--gpus", default="cpu", help="cpu, 0 or 0,1,2,3")
     g = p.add_mutually_exclusive_group()
     g.add_argument("--lora", action="store_true", help="global LoRA (template global_lora)")
@@ -215,28 +236,28 @@ def main(argv=None) -> int:
     p.add_argument("swift_overrides", nargs="*", metavar="key=value")
     a = p.parse_intermixed_args(argv)
     ov = list(a.overrides) + [f"train.global_template=global_{k}" for k in ("lora", "full", "qlora") if getattr(a, k)]
-    try:
-        cfg = load_experiment(a.config, ov)
-        run = render(cfg, "global", gpus=a.gpus, overrides=a.swift_overrides)
-        if a.dry_run:
-            print(run.dump())
-            print(run.shell())
-            preflight(run, cfg, gpu_list(a.gpus), force=True)
-            return 0
-        if not rundir.trained(run.run_dir).exists() or a.fresh:
-            preflight(run, cfg, gpu_list(a.gpus), a.force)
-            require_packages(run)  # said before the run folder is touched
-        todo = prepare(run, a.fresh)
+    return run_cli(lambda: train_global(a, ov))
+
+
+def train_global(a, ov: list[str]) -> None:
+    cfg = load_experiment(a.config, ov)
+    run = render(cfg, "global", gpus=a.gpus, overrides=a.swift_overrides)
+    if a.dry_run:
+        print(run.dump())
+        print(run.shell())
+        preflight(run, cfg, gpu_list(a.gpus), force=True)
+        return
+    if not rundir.trained(run.run_dir).exists() or a.fresh:
+        preflight(run, cfg, gpu_list(a.gpus), a.force)
+        require_packages(run)  # said before the run folder is touched
+    with FolderLock(run.run_dir, "run folder"):
+        todo = prepare(run, a.fresh, check_export(cfg)["build"])
         if todo is None:
             print(f"[train] {run.run_dir} already trained: {trained_checkpoint(run.run_dir)}")
         else:
             execute(todo)
         write_marker(rundir.done(run.run_dir), checkpoint=trained_checkpoint(run.run_dir))
         print(f"[train] done: {trained_checkpoint(run.run_dir)}")
-    except (ConfigError, TrainError, FileNotFoundError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    return 0
 
 
 if __name__ == "__main__":

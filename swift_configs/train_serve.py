@@ -8,12 +8,23 @@ run on the 2-core box, see bench/fold_overhead.py for a GPU card).
 Usage: python -m swift_configs.train_serve --reply-fd N   (started by the sweep, in the runs' environment)
 
 Why a fork is the same run: this process is started with exactly the environment a fresh run would get
-(``child_env`` of the run, data_prep/procenv.py; a run whose environment differs gets a new server), does nothing
+(``child_env`` of the run, data_prep/runtime/procenv.py; a run whose environment differs gets a new server), does nothing
 but the imports a run does first, and never touches a GPU (it checks: CUDA not initialised; torch's CUDA check goes
 through NVML while it imports, so the driver is not started either). Where GPUs are visible it first forks a probe
 that starts CUDA and adds on the GPU: if that fails it says why and the sweep runs each run fresh. Each child then
 starts where a fresh run would be after its imports: it chdirs to the run folder, appends its output to the run's
 log, reads nothing from stdin, and runs sft_main with the YAML. Seeds come from the YAML (swift sets them), as in a fresh process.
+
+Fork-safety rules (what keeps a forked run the same as a fresh one; where one cannot hold, runs start fresh):
+- this process never starts CUDA: checked after its imports (cuda_started); GPUs are counted through NVML, and
+  bitsandbytes' capability query is answered by NVML (data_prep/runtime/procenv.py _nvml_capability);
+- a child forked from it must be able to use the GPU: a forked probe adds on the GPU before the first run
+  (forked_cuda_problem); if it cannot, the sweep is told why and starts every run fresh;
+- it does nothing but imports before forking: no model, no data, no experiment; everything a run uses comes from
+  its YAML after the fork, and seeds are set by swift from the YAML, as in a fresh process;
+- the child drops what it inherited that a run must not share: the answer pipe (closed), stdin (/dev/null), the
+  working folder and log (the run's own);
+- its environment is the run's own; a run whose environment differs gets a new server.
 
 Protocol: first a line on file descriptor N: {"ready": true, "preload_s"} (or {"ready": false, "error"}: the sweep
 then starts each run fresh). Then one JSON request per line on stdin: {"yaml", "cwd", "log"}; each answered on N
@@ -29,7 +40,7 @@ import os
 import sys
 import traceback
 
-from data_prep.procenv import preload
+from data_prep.runtime.procenv import preload
 
 # what swift.cli.sft imports before it parses a run's arguments (sft_main runs it), beside data_prep/procenv.PRELOAD
 SFT_MODULES = ("swift.cli.main", "swift.cli.utils", "swift.ray_utils", "swift.pipelines.train.sft")

@@ -14,7 +14,7 @@ import yaml
 ROOT = Path(__file__).resolve().parent.parent
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("MODELSCOPE_OFFLINE", "1")
-os.environ.setdefault("THP_MEM_ALLOC_ENABLE", "1")  # as the launchers and data_prep/procenv.py set it (huge pages)
+os.environ.setdefault("THP_MEM_ALLOC_ENABLE", "1")  # as the launchers and data_prep/runtime/procenv.py set it (huge pages)
 # Several xdist workers (pyproject: -n auto) share the cores: each worker's torch, and the processes it starts,
 # take their share instead of all of them each (the sweeps' queues set their own children's share)
 _WORKERS = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
@@ -24,9 +24,7 @@ if _WORKERS > 1:
 
 def pytest_xdist_auto_num_workers(config) -> int:
     """``-n auto`` (pyproject): one worker more than the cores. A worker often waits (on a child process starting,
-    importing, writing a checkpoint, or on a kept eval process), and the third takes up that slack. On the 2-core box
-    (fifteenth session, same code): 611 s with 3 workers against 636 s with 2 run back to back, 589 against 643 in an
-    earlier pair; one fresh-clone run with 3 workers took 668 s: the gain (~4 %) is within the box's spread."""
+    importing, writing a checkpoint, or on a kept eval process), and the extra one takes up that slack."""
     return (os.cpu_count() or 1) + 1
 
 

@@ -12,7 +12,8 @@ import pytest
 from conftest import ROOT, run_cli, write_experiment
 from data_prep.actions import ActionError, parse_action
 from data_prep.config import ConfigError, load_experiment, parse_users
-from data_prep.fingertip import SKIP_REASONS, BuildError, build, load_samples
+from data_prep.fingertip import SKIP_REASONS, build
+from data_prep.store import BuildError, load_samples
 from data_prep.schema import answer_text, prompt_text, to_grid
 
 
@@ -258,7 +259,7 @@ def test_config_errors_name_file_and_key(tmp_path):
     with pytest.raises(ConfigError, match=r"bad.yaml: unknown key 'folds.kk'"):
         load_experiment(bad)
     bad.write_text("base: " + str(ROOT / "swift_configs/experiments/demo.yaml") + "\nfolds:\n  k: three\n")
-    with pytest.raises(ConfigError, match=r"'folds.k' must be int"):
+    with pytest.raises(ConfigError, match=r"bad.yaml: 'folds.k' must be an integer"):
         load_experiment(bad)
     with pytest.raises(ConfigError, match="both test and global"):
         load_experiment(write_experiment(tmp_path, users__test="1-3", users__global="3-5"))
@@ -295,7 +296,7 @@ def test_layers_import_downwards_only(tmp_path):
     run-folder module and eval's memory arithmetic import no torch."""
     (tmp_path / "run").mkdir()
     (tmp_path / "run" / "DONE").write_text(f"checkpoint: {tmp_path / 'run' / 'checkpoint-7'}\n")
-    code = ("import sys, pathlib, data_prep.rundir, data_prep.memory, eval.users, eval.report, eval.run; "
+    code = ("import sys, pathlib, data_prep.rundir, data_prep.runtime.memory, eval.users, eval.report, eval.run; "
             f"ck = eval.users.resolve_checkpoint(pathlib.Path({str(tmp_path / 'run')!r})); "
             "assert ck.name == 'checkpoint-7', ck; "
             "bad = [m for m in sys.modules if m.startswith('swift_configs') or m in ('torch', 'swift')]; "
@@ -340,7 +341,7 @@ def test_layout_strings_finds_hand_built_paths():
 
 
 def test_run_and_data_folder_names_have_one_owner():
-    """Issue 22: only data_prep/rundir.py builds user_U / fold_F / user_tokens_<kind> paths, markers and the
+    """Only data_prep/rundir.py builds user_U / fold_F / user_tokens_<kind> paths, markers and the
     generated-YAML folder; every package and script is read (tests and rundir itself excepted)."""
     bad = []
     for pkg in ("data_prep", "swift_configs", "eval", "bench", "scripts"):
@@ -357,7 +358,7 @@ def test_an_eval_child_loads_the_experiment_as_its_parent(tmp_path):
     """data_prep/procenv.eval_child: the one way a device-isolated eval process starts (sweeps, eval's shards): the
     parent's config file and overrides, the adapters, (data, out) pairs, the flags given; its device, offline flags,
     project on PYTHONPATH and the experiment's image budget in the environment."""
-    from data_prep.procenv import ROOT as PROJECT, eval_child
+    from data_prep.runtime.procenv import ROOT as PROJECT, eval_child
 
     cfg = load_experiment(write_experiment(tmp_path), ["image_max_token_num=77", "eval.delta=100"])
     cmd, env = eval_child(cfg, "/m", ["/a1"], [(tmp_path / "d.jsonl", tmp_path / "o")], "1", shard=0, batch_size=None)

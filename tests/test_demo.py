@@ -24,7 +24,7 @@ SHORT = dict(users__test="1-2", users__global="4-12", train__global_overrides__n
 
 @pytest.mark.xdist_group("demo")
 def test_demo_shows_piggs_ordering(tmp_path, tiny_model):
-    # the session's tiny model: what demo.sh's stage 2 builds, byte for byte (same script, same defaults and seed)
+    # the test run's tiny model: what demo.sh's stage 2 builds, byte for byte (same script, same defaults and seed)
     cfg = write_experiment(tmp_path, name="demo_short", paths__model=str(tiny_model), **SHORT)
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     p = subprocess.run(["bash", "scripts/demo.sh", "--config", str(cfg)], cwd=ROOT, env=env,
@@ -66,7 +66,7 @@ def test_demo_shows_piggs_ordering(tmp_path, tiny_model):
     assert p2.returncode == 0 and "already trained" in p2.stdout and "6 folds already done" in p2.stdout
     # one model for all users, tagged (special token) and pooled: K runs each, every user's hold-out of every
     # fold evaluated with its own tag, summaries and the report's side-by-side rows and intervals. Two steps each:
-    # the path, not the learning (issue 23: the tiny model needs far more steps to use a tag)
+    # the path, not the learning (the tiny model needs far more steps to use a tag: docs/user_tokens.md)
     p3 = subprocess.run(["bash", "scripts/4b_finetune_user_tokens.sh", "cpu", "--kind", "special", "pooled",
                          "--workers", "1", "--config", str(cfg), "max_steps=2"], cwd=ROOT, env=env,
                         capture_output=True, text=True, timeout=900)
@@ -108,7 +108,7 @@ def test_demo_shows_piggs_ordering(tmp_path, tiny_model):
 
 
 def user_token_rows_and_ids(data, run):
-    """The special-token run's new rows (data_prep/token_init.py): distinct from each other and from the spare rows
+    """The special-token run's new rows (data_prep/patches/token_init.py): distinct from each other and from the spare rows
     swift would have used, saved in the checkpoint, and the ones eval's engine loads; the tag is the same token id
     at the same position in swift's training encoding and in the eval prompt."""
     import torch

@@ -17,7 +17,7 @@ from safetensors.torch import load_file
 from conftest import ROOT, run_cli, write_experiment
 from data_prep.config import load_experiment
 from data_prep.rundir import run_dir
-from data_prep import epoch_prefetch
+from data_prep.patches import epoch_prefetch
 from data_prep.export import export
 from data_prep.fingertip import build
 
@@ -67,7 +67,8 @@ def test_global_full_keeps_vision_frozen_and_loads(e2e):
     d = run_dir(e2e["cfg"], "global_full")
     ckpt = Path(yaml.safe_load((d / "DONE").read_text())["checkpoint"])
     man = json.loads((d / "manifest.json").read_text())
-    assert man["versions"]["ms-swift"] == "4.6.0" and man["data_hashes"] and "swift sft" in man["command"]
+    assert man["versions"]["ms-swift"] == "4.6.0" and man["provenance"]["data"] and "swift sft" in man["command"]
+    assert man["provenance"]["base_model"]["path"] == str(e2e["model"].resolve()) and man["provenance"]["build"]
     base, new = visual_tensors(e2e["model"]), visual_tensors(ckpt)
     assert base and set(base) == set(new)
     assert all(base[k].equal(new[k]) for k in base), "vision tower / aligner changed"
@@ -114,7 +115,7 @@ def test_eval_input_is_training_encoding_minus_answer(e2e):
 
 @pytest.mark.parametrize("family", ["qwen3_vl", "qwen2_5_vl"])
 def test_batch_padded_to_a_multiple_keeps_the_loss(e2e, family, request):
-    """train.pad_to_multiple (data_prep/pad_multiple.py; applied on CUDA): swift's own collator with the batch padded
+    """train.pad_to_multiple (data_prep/patches/pad_multiple.py; applied on CUDA): swift's own collator with the batch padded
     to the longest row rounded up to 64 tokens. The rows' tokens, labels and mask are unchanged in the first columns,
     the padding is pad / -100 / mask 0, and the tiny model's loss is the same as on the unpadded batch (both
     families: their collators compute the 3D rope positions from the mask)."""
@@ -123,7 +124,7 @@ def test_batch_padded_to_a_multiple_keeps_the_loss(e2e, family, request):
     import torch
 
     from data_prep.family import FAMILIES
-    from data_prep.pad_multiple import collate
+    from data_prep.patches.pad_multiple import collate
     from eval.engine import build_engine
     from eval.job import load_rows
 
@@ -157,7 +158,7 @@ def test_gqa_decode_gives_the_same_answers_as_sdpa(e2e):
     (compared on the answer tokens' log-probs, to 4 decimals)."""
     from transformers.modeling_utils import AttentionInterface
 
-    from eval import gqa_decode
+    from data_prep.patches import gqa_decode
 
     engine, reqs, cfg = eval_requests(e2e, 7, 12, gqa_decode=True)
     mapping, steps = AttentionInterface._global_mapping, []
@@ -383,7 +384,7 @@ def test_forked_run_trains_as_a_fresh_process(e2e, tmp_path):
     swift (swift_configs/train_serve.py). The same fold trained by a fresh `swift sft` process (keep_loaded false)
     logs the same losses step by step, and scores the same hold-out metrics. The fresh one also has 2 loader workers
     (not kept between epochs: like the in-process loader, a new iterator each epoch) with train.epoch_prefetch
-    (shipped; data_prep/epoch_prefetch.py): epoch 2's batches encoded during epoch 1, and still the same losses (same
+    (shipped; data_prep/patches/epoch_prefetch.py): epoch 2's batches encoded during epoch 1, and still the same losses (same
     batches, same order, the same CPU random stream for the LoRA dropout; kept workers draw their seed once a run,
     which moves CPU dropout: tests/test_epoch_prefetch.py compares those with and without the stream)."""
     cfg = e2e["cfg"]

@@ -1,4 +1,4 @@
-"""data_prep/epoch_prefetch.py on swift's own train loader (DataLoaderShard + BatchSamplerShard, 2 worker processes),
+"""data_prep/patches/epoch_prefetch.py on swift's own train loader (DataLoaderShard + BatchSamplerShard, 2 worker processes),
 iterated as transformers' Trainer iterates it (``set_epoch(e)``, ``iter``, then exactly one epoch's batches):
 the same batches in the same order and the same main-process random stream as without it, the next epoch's
 iterator started while the current one still has batches to give, none after the last epoch. The real `swift sft`
@@ -10,7 +10,7 @@ import types
 
 import pytest
 
-from data_prep import epoch_prefetch
+from data_prep.patches import epoch_prefetch
 
 EPOCHS, N, BATCH = 3, 10, 3  # 4 batches an epoch (the last one short), 2 workers x prefetch 2 = 4 in flight
 

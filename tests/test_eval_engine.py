@@ -32,9 +32,9 @@ def test_gpu_preprocess_and_workers_exclude_each_other_before_any_work(tmp_path,
     cfg = write_experiment(tmp_path, eval__workers=2, eval__gpu_preprocess=True, eval__prefetch=0)
     assert main(args) == 2
     assert re.search(r"t\.yaml: eval\.workers=2 and eval\.gpu_preprocess: true exclude", capsys.readouterr().err)
-    # on the CPU gpu_preprocess is off anyway: the run goes on, as far as the data that was never built
+    # on the CPU gpu_preprocess is off anyway: the run goes on, as far as the data that was never exported
     assert main(args[:-1] + ["cpu"]) == 2
-    assert "no samples; run `python -m data_prep build` first" in capsys.readouterr().err
+    assert "x.jsonl: no such eval file (run `python -m data_prep export`)" in capsys.readouterr().err
 
 
 def test_encoded_batches_refuses_workers_with_a_gpu_image_processor():

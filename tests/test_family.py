@@ -133,7 +133,7 @@ def test_profiles_read_their_models_answers():
 def test_export_in_the_familys_coordinates(exp):
     """qwen2_5_vl: its own folder, answers in resized pixels; validate checks them; qwen3_vl's untouched."""
     from data_prep.export import export, swift_dir
-    from data_prep.fingertip import load_samples
+    from data_prep.store import load_samples
     from data_prep.io import read_jsonl
     from data_prep.validate import validate
 

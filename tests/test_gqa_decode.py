@@ -6,7 +6,7 @@ import types
 import pytest
 import torch
 
-from eval import gqa_decode
+from data_prep.patches import gqa_decode
 
 
 @pytest.fixture

@@ -8,7 +8,7 @@ from collections import namedtuple
 import pytest
 
 from data_prep.export import ExportError, export, swift_paths
-from data_prep.fingertip import load_samples
+from data_prep.store import load_samples
 from data_prep.kfold import check_folds, create_episode_folds, create_k_folds, fold_split
 from data_prep.schema import answer_text
 

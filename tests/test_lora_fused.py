@@ -1,4 +1,4 @@
-"""data_prep/lora_fused.py: under bf16 autocast a LoRA layer adds its update inside one addmm and gives PEFT's
+"""data_prep/patches/lora_fused.py: under bf16 autocast a LoRA layer adds its update inside one addmm and gives PEFT's
 output and gradients (same dropout mask for the same seed) to bf16 rounding; off autocast PEFT's forward runs."""
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import pytest
 def lora_model():
     from conftest import bf16_lora
 
-    from data_prep import lora_fused
+    from data_prep.patches import lora_fused
 
     yield bf16_lora([64, 96, 32], dropout=0.1)
     lora_fused.uninstall()
@@ -30,7 +30,7 @@ def _run(model, x, seed=1):
 def test_fused_add_gives_pefts_output_and_gradients(lora_model):
     import torch
 
-    from data_prep import lora_fused
+    from data_prep.patches import lora_fused
 
     x = torch.randn(3, 40, 64, dtype=torch.bfloat16)
     want, want_g = _run(lora_model, x)
@@ -54,7 +54,7 @@ def test_fused_add_leaves_other_paths_to_peft(lora_model):
     import torch
     from peft.tuners.lora.layer import Linear
 
-    from data_prep import lora_fused
+    from data_prep.patches import lora_fused
 
     x = torch.randn(5, 64, dtype=torch.bfloat16)
     peft_forward = Linear.forward

@@ -1,4 +1,4 @@
-"""data_prep/lora_inputs.py: under bf16 autocast a LoRA layer takes its bf16 input as is (no float32 copy), gives
+"""data_prep/patches/lora_inputs.py: under bf16 autocast a LoRA layer takes its bf16 input as is (no float32 copy), gives
 the output PEFT's cast gives (both products run in bf16 under autocast either way), and keeps float32 adapter
 weights and gradients; off autocast nothing changes."""
 from __future__ import annotations
@@ -10,7 +10,7 @@ import pytest
 def lora_layer():
     from conftest import bf16_lora
 
-    from data_prep import lora_inputs
+    from data_prep.patches import lora_inputs
 
     yield bf16_lora([64, 64], dropout=0.0)
     lora_inputs.uninstall()
@@ -19,7 +19,7 @@ def lora_layer():
 def test_lora_input_stays_bf16_under_autocast_with_the_same_output(lora_layer):
     import torch
 
-    from data_prep import lora_inputs
+    from data_prep.patches import lora_inputs
 
     x = torch.randn(16, 64, dtype=torch.bfloat16)
     layer = lora_layer.base_model.model[0]

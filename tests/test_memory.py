@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from data_prep.memory import ALLOC_CONST, ALLOC_FACTOR, HEADROOM, MAX_AUTO, batch_plan, card_limit_bytes, kv_bytes_per_token, row_bytes
+from data_prep.runtime.memory import ALLOC_CONST, ALLOC_FACTOR, HEADROOM, MAX_AUTO, batch_plan, card_limit_bytes, kv_bytes_per_token, row_bytes
 
 QWEN3_VL_8B_TEXT = {"num_hidden_layers": 36, "num_attention_heads": 32, "num_key_value_heads": 8, "head_dim": 128,
                     "hidden_size": 4096}
@@ -158,7 +158,7 @@ def test_preflight_stops_a_run_that_does_not_fit_and_names_what_fits(shape8b, mo
 
 
 def test_preflight_counts_the_vision_cache_per_distinct_screenshot(shape8b, tmp_path, monkeypatch):
-    """data_prep/vision_cache.py keeps each distinct training screenshot's bf16 pixels and features on the GPU.
+    """data_prep/patches/vision_cache.py keeps each distinct training screenshot's bf16 pixels and features on the GPU.
     Measured on one H200 at 8B shape (bench/RESULTS.md): 15 screenshots held 0.61 GiB (swift's count at exit)."""
     import json
 

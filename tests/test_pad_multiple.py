@@ -1,4 +1,4 @@
-"""data_prep/pad_multiple.py's switch on swift's trainer (SwiftMixin._get_data_collator): the batch is padded to a
+"""data_prep/patches/pad_multiple.py's switch on swift's trainer (SwiftMixin._get_data_collator): the batch is padded to a
 multiple only for a CUDA run without padding-free rows and without a length swift already pads to (longlora); the
 padding itself (rows, pads, the model's loss) is tests/test_end_to_end.py::test_batch_padded_to_a_multiple_keeps_the_loss."""
 from __future__ import annotations
@@ -7,7 +7,7 @@ import types
 
 import pytest
 
-from data_prep import pad_multiple
+from data_prep.patches import pad_multiple
 
 
 @pytest.mark.parametrize("device,tuner,padding_free,padded", [

@@ -1,4 +1,4 @@
-"""Model folders cannot run code unless the experiment says so (model.trust_remote_code, data_prep/procenv.py):
+"""Model folders cannot run code unless the experiment says so (model.trust_remote_code, data_prep/runtime/procenv.py):
 a copy of the tiny Qwen3-VL whose config.json maps AutoConfig to a shipped evil.py, which writes a marker file
 when imported. Real `swift sft` and the real eval engine load it; only the switch decides whether evil.py runs."""
 from __future__ import annotations
@@ -11,7 +11,7 @@ import pytest
 
 from conftest import run_cli
 from data_prep.config import load_experiment
-from data_prep.procenv import PLUGINS, TRUST_ENV
+from data_prep.runtime.procenv import PLUGINS, TRUST_ENV
 
 EVIL = '''import pathlib
 pathlib.Path({ran!r}).write_text("evil.py ran")  # what code in a model folder can do (transformers runs a copy)
@@ -46,7 +46,7 @@ def test_generated_yaml_carries_the_switch(exp, tiny_model):
 
 
 def test_swift_sft_and_eval_do_not_run_a_model_folders_code(exp, evil_model, tmp_path):
-    from data_prep.procenv import set_trust_remote_code
+    from data_prep.patches.remote_code import install as set_trust_remote_code
     from eval.engine import build_engine
 
     ran = evil_model / "RAN"

@@ -1,4 +1,4 @@
-"""data_prep/rms_norm.py: Qwen3-VL's RMSNorm as torch's fused operator on CUDA bf16 inputs; transformers' own forward
+"""data_prep/patches/rms_norm.py: Qwen3-VL's RMSNorm as torch's fused operator on CUDA bf16 inputs; transformers' own forward
 everywhere else (the CPU float32 demo is unchanged to the bit)."""
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ torch = pytest.importorskip("torch")
 
 @pytest.fixture()
 def norm():
-    from data_prep import rms_norm
+    from data_prep.patches import rms_norm
 
     cls = rms_norm._norm_class()
     torch.manual_seed(0)
@@ -22,7 +22,7 @@ def norm():
 
 
 def test_cpu_inputs_run_transformers_forward(norm):
-    from data_prep import rms_norm
+    from data_prep.patches import rms_norm
 
     x = torch.randn(3, 7, 256) * 3
     original = rms_norm._norm_class().forward._pigg_original
@@ -37,7 +37,7 @@ def test_fused_operator_is_the_same_norm(norm):
     before and after), and to float32 precision on float64 inputs (transformers computes in float32)."""
     import torch.nn.functional as F
 
-    from data_prep import rms_norm
+    from data_prep.patches import rms_norm
 
     original = rms_norm._norm_class().forward._pigg_original
     x = torch.randn(64, 256, dtype=torch.float64) * 3

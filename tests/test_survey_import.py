@@ -8,7 +8,7 @@ from PIL import Image
 
 from conftest import run_cli, write_experiment
 from data_prep.config import load_experiment
-from data_prep.fingertip import load_samples
+from data_prep.store import load_samples
 from data_prep.import_clicks import import_clicks
 from data_prep.kfold import create_k_folds
 from data_prep.survey import survey, user_table

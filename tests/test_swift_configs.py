@@ -75,7 +75,9 @@ def test_every_template_round_trips_through_swifts_parser(fake_global, stage, te
 
 def test_pigg_defaults_in_templates(fake_global):
     g = render(load_experiment("pigg", ["paths.data=" + fake_global["paths"]["data"],
-                                        "paths.model=" + fake_global["paths"]["model"]]), "global", gpus="0").args
+                                        "paths.model=" + fake_global["paths"]["model"],
+                                        "users.test=" + str(fake_global["users"]["test"]),
+                                        "users.global=" + str(fake_global["users"]["global"])]), "global", gpus="0").args
     assert (g["learning_rate"], g["num_train_epochs"], g["per_device_train_batch_size"],
             g["gradient_accumulation_steps"], g["warmup_steps"], g["weight_decay"]) == (1e-6, 1, 8, 1, 50, 0.01)
     assert g["tuner_type"] == "full" and g["torch_dtype"] == "bfloat16" and g["gradient_checkpointing"]
@@ -114,7 +116,7 @@ def test_liger_kernels_on_gpu_only_and_a_missing_package_is_named(fake_global, m
 def test_flash_attention_asked_for_and_missing_is_said_before_anything_loads(fake_global, tmp_path, capsys):
     """attn_impl flash_attn / flash_attention_4 and padding_free, where no flash-attn package is installed (this
     box: none is): the training run names the module and the key; eval refuses its override; sdpa needs nothing."""
-    from data_prep.attention import flash_problems
+    from data_prep.runtime.attention import flash_problems
     from swift_configs.generate import missing_packages
 
     assert missing_packages(render(fake_global, "person", user=1, fold=0, gpus="cpu")) == []  # sdpa, as shipped
@@ -136,7 +138,7 @@ def test_flash_attention_asked_for_and_missing_is_said_before_anything_loads(fak
 
 
 def test_flash_attention_4_variable_length_kernel_gets_int_lengths(monkeypatch):
-    """data_prep/plugins/flash_varlen.py (every swift sft imports it): where flash-attn-4 is installed, the longest row
+    """data_prep/patches/plugins/flash_lengths.py (every swift sft imports it): where flash-attn-4 is installed, the longest row
     that transformers 5.17 passes its variable-length kernel as a 0-d tensor arrives as an int (flash-attn-4's CuTe
     DSL refused the tensor on an H200: "Expected IntTuple ... got 1080", bench/RESULTS.md); the kernel's signature
     (transformers reads its keyword arguments from it) and every other implementation are untouched; not installed
@@ -147,7 +149,7 @@ def test_flash_attention_4_variable_length_kernel_gets_int_lengths(monkeypatch):
     import transformers.utils
     from transformers import modeling_flash_attention_utils as fau
 
-    from data_prep.attention import int_varlen_lengths
+    from data_prep.patches.flash_lengths import install as int_varlen_lengths
 
     seen = {}
 
@@ -170,7 +172,7 @@ def test_flash_attention_4_variable_length_kernel_gets_int_lengths(monkeypatch):
 def test_children_start_with_huge_pages_unless_the_environment_says_otherwise(monkeypatch):
     """THP_MEM_ALLOC_ENABLE=1 (PyTorch reads it when a process first allocates, so it travels in the child's
     environment): a default every child gets, a value already set wins."""
-    from data_prep.procenv import child_env
+    from data_prep.runtime.procenv import child_env
 
     monkeypatch.delenv("THP_MEM_ALLOC_ENABLE", raising=False)
     assert child_env()["THP_MEM_ALLOC_ENABLE"] == "1"
@@ -265,7 +267,7 @@ def test_offload_optimizer_renders_zero3_with_cpu_adam(fake_global):
     assert ds["zero_optimization"]["stage"] == 3 and ds["zero_optimization"]["offload_optimizer"]["device"] == "cpu"
     assert ds["zero_optimization"]["offload_param"]["device"] == "none"
     assert run.env["NPROC_PER_NODE"] == 1 and run.env["PYTORCH_CUDA_ALLOC_CONF"] == "expandable_segments:True"
-    with pytest.raises(ConfigError, match="'train.offload' must be none or optimizer"):
+    with pytest.raises(ConfigError, match="'train.offload' must be one of \\['none', 'optimizer'\\]"):
         load_experiment(fake_global["config_path"], ["train.offload=params"])
 
 
@@ -273,7 +275,7 @@ def test_the_speed_switches_reach_the_training_child(fake_global):
     """train.lora_fused_add / train.vision_cache_gib / train.native_rms_norm / train.epoch_prefetch /
     train.pad_to_multiple (pigg.yaml) become the environment the swift plugins read, and the plugins are in every
     run's external_plugins; a negative cache size or padding multiple is refused."""
-    from data_prep.procenv import PLUGINS
+    from data_prep.runtime.procenv import PLUGINS
 
     cfg = load_experiment(fake_global["config_path"], ["train.vision_cache_gib=2", "train.lora_fused_add=false",
                                                        "train.epoch_prefetch=false"])
@@ -407,7 +409,7 @@ def test_kept_training_process_that_cannot_fork_cuda_leaves_runs_to_fresh_proces
     forks as unable to start CUDA: the probe sees torch's "Cannot re-initialize CUDA in forked subprocess".)"""
     from types import SimpleNamespace
 
-    from data_prep.procenv import child_env
+    from data_prep.runtime.procenv import child_env
     from swift_configs.train import TrainServer
 
     srv, run = TrainServer(), SimpleNamespace(yaml_path=tmp_path / "swift.yaml", run_dir=tmp_path)

@@ -1,11 +1,11 @@
-"""New user tokens start from distinct rows (data_prep/token_init.py): on an embedding whose spare rows all
+"""New user tokens start from distinct rows (data_prep/patches/token_init.py): on an embedding whose spare rows all
 collapsed onto one vector (what a tied-embedding fine-tune leaves), each new row is a draw from the trained rows'
 per-dimension distribution: the new rows are as far apart as trained rows are, and the same on every run."""
 from __future__ import annotations
 
 import torch
 
-from data_prep.token_init import init_rows
+from data_prep.patches.token_init import init_rows
 
 
 def test_new_rows_are_drawn_from_the_trained_rows_distribution():

@@ -1,4 +1,4 @@
-"""data_prep/vision_cache.py on the session's tiny Qwen3-VL and Qwen2.5-VL: a training forward of a batch whose
+"""data_prep/patches/vision_cache.py on the test run's tiny Qwen3-VL and Qwen2.5-VL: a training forward of a batch whose
 screenshots were all seen returns the stored features (equal to the tower's), a batch with a new or changed
 screenshot runs the tower, eval and a trainable tower never use the store, the byte cap holds."""
 from __future__ import annotations
@@ -35,7 +35,7 @@ def _fields(out):
 def test_stored_features_equal_the_towers_and_are_used_only_when_every_screenshot_hits(fixture, request, monkeypatch):
     import torch
 
-    from data_prep import vision_cache
+    from data_prep.patches import vision_cache
 
     v = _tower(request.getfixturevalue(fixture))
     a, ga = _batch(v, 1, [[1, 4, 8], [1, 8, 4]])
@@ -82,7 +82,7 @@ def test_stored_features_equal_the_towers_and_are_used_only_when_every_screensho
 
 
 def test_a_trainable_tower_or_a_multi_gpu_run_is_never_cached_and_the_cap_holds(tiny_model, monkeypatch, capsys):
-    from data_prep import vision_cache
+    from data_prep.patches import vision_cache
 
     v = _tower(tiny_model)
     a, ga = _batch(v, 1, [[1, 4, 8], [1, 8, 4]])

@@ -1,4 +1,4 @@
-"""Qwen2.5-VL's window attention batched by window length (data_prep/window_attention.py) computes what
+"""Qwen2.5-VL's window attention batched by window length (data_prep/patches/window_attention.py) computes what
 transformers' one-call-per-window loop computes: the same vision features of screenshots of several sizes (so
 windows of several lengths), in far fewer attention calls, and the same greedy answers through eval's engine."""
 from __future__ import annotations
@@ -7,7 +7,7 @@ import pytest
 import torch
 from PIL import Image
 
-from data_prep import window_attention
+from data_prep.patches import window_attention
 
 
 @pytest.fixture()

@@ -12,13 +12,13 @@ step (gradient accumulation 1):
 - ``other_s``: scheduler, zero_grad, what swift does at step end;
 - ``tokens`` / ``patches`` / ``samples`` of the step's batch (attention mask sum; pixel_values rows) and its
   ``flops`` (bench/flops.py: LoRA or full, recompute if gradient checkpointing is on; the vision tower's only where
-  it ran: ``vision_cached`` says a step's features came from data_prep/vision_cache.py).
+  it ran: ``vision_cached`` says a step's features came from data_prep/patches/vision_cache.py).
 At train end it writes {"peak_matmul_tflops" (bf16 8192^3, this card, measured at train start), "params",
 "steps": [...]} to $PIGG_STEP_TIMER_OUT. With no GPU it records host times only (CPU tests).
 
 $PIGG_STEP_TIMER_SYNC=0: no synchronization of its own. By default the timer synchronizes the GPU at each step's end
 and reads the batch's token count from the GPU at its start: the host then cannot queue the next step while the GPU
-finishes this one, which costs a host-bound step ~12-14 % (bench/RESULTS.md, fourteenth session). Without them the
+finishes this one, which costs a host-bound step ~12-14 % (bench/RESULTS.md, "Person LoRA"). Without them the
 events stay queued until train end, the token counts stay on the GPU, and each step's ``wall_s`` is the time between
 its start event and the next step's on the GPU's own clock (the period the run sustains, GPU idle time included);
 ``data_s`` is then the host's time between issuing one step and the next.
@@ -110,7 +110,7 @@ class StepTimer(TrainerCallback):
         self.cur = {"t0": self._event(), "vis": [], "tokens": 0, "tok_t": [], "patches": 0, "samples": 0, "hits0": self._hits(),
                     "data_s": None if self.last_end is None else now - self.last_end}
 
-    def _hits(self) -> int:  # batches the vision cache answered so far (data_prep/vision_cache.py)
+    def _hits(self) -> int:  # batches the vision cache answered so far (data_prep/patches/vision_cache.py)
         cache = self.visual.__dict__.get("_pigg_vision_cache") if getattr(self, "visual", None) is not None else None
         return cache.hit_batches if cache is not None else 0
 
