@@ -108,10 +108,20 @@ SCHEMA: tuple[Key, ...] = (
         min=0),
     Key("train.vision_cache_gib", "float", 8.0, "GiB of the frozen vision tower's features kept on the GPU for epochs "
         "2+ (0: recompute)", min=0),
-    Key("train.zero_stage", "choice", 3, "DeepSpeed ZeRO stage for global full fine-tuning on more than one GPU",
-        choices=(2, 3)),
+    Key("train.global_recipe", "choice", "auto", "global full FT on several GPUs: auto picks the fastest ZeRO stage, "
+        "micro-batch and checkpointing that fit the cards (PIGG's effective batch kept); template: the template as "
+        "written with train.zero_stage", choices=("auto", "template")),
+    Key("train.zero_stage", "choice", 3, "DeepSpeed ZeRO stage for global full fine-tuning on more than one GPU, "
+        "where train.global_recipe is template", choices=(2, 3)),
     Key("train.offload", "choice", "none", "optimizer: AdamW states in CPU memory under ZeRO-3 (1-2 GPUs, slower)",
         choices=("none", "optimizer")),
+    Key("controls.data_curve_n", "sizes", [8, 16, 32, 64], "training samples a fold for the data-efficiency curve "
+        "(a seeded subset of each fold's training set, nested: a smaller n is part of a larger one); the curve's "
+        "last point, all of them, is the personalized stage itself"),
+    Key("controls.in_context_k", "int", 3, "earlier clicks of the same user put before each hold-out sample in "
+        "in-context personalization (picked from the fold's training set by instruction similarity)", min=1),
+    Key("controls.in_context_variants", "choices", ["image", "text"], "image: the earlier turns carry their "
+        "screenshots; text: instruction and answer point only", choices=("image", "text")),
 )
 KEYS = {k.key: k for k in SCHEMA}
 MAPPING_KEYS = {k.key for k in SCHEMA if k.kind == "mapping"}
@@ -173,6 +183,10 @@ def check_value(key: str, val, where: str):
     elif k.kind == "choices":
         if not isinstance(val, list) or not val or any(v not in k.choices for v in val):
             bad(f"a non-empty list of {list(k.choices)}")
+    elif k.kind == "sizes":
+        if not isinstance(val, list) or not val or any(not _is_int(v) or v < 1 for v in val) or len(set(val)) < len(val):
+            bad("a non-empty list of distinct positive integers")
+        val = sorted(val)
     elif k.kind == "users":
         if not (isinstance(val, (str, list)) or _is_int(val)):
             bad("user ids: '1-10', '1,3,5-7', a list or one id")

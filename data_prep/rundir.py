@@ -13,11 +13,15 @@ Run folder (``<paths.runs>/<name>/``)::
     user_tokens_<kind>/fold_F/            one model for all test users (training run)
     user_tokens_<kind>/user_U/fold_F/     each user's hold-out evaluated on it: eval/ + DONE
     eval/<name>/user_U/                   a checkpoint (or the base) evaluated on a user's samples
+    in_context_<variant>/user_U/fold_F/   the global model answering a hold-out with k of the user's clicks before it
+    controls/cross_user/fold_F/adapter_U/user_V/   user U's fold adapter on user V's hold-out; overall.json
+    controls/data_curve/n_N/user_U/fold_F/         a person fold trained on N of its training samples; overall.json
     report/  visualizations/  logs/
 
 Data folder (``paths.data``): ``samples/user_U.jsonl``; ``swift[_<family>]/global_train.jsonl``,
 ``user_U/all.jsonl``, ``user_U/fold_F/{train,test}.jsonl``, ``user_tokens/<kind>/fold_F/train.jsonl``,
-``user_tokens/<kind>/user_U/fold_F/test.jsonl`` (each with a ``.ids`` side file).
+``user_tokens/<kind>/user_U/fold_F/test.jsonl``, ``controls/data_curve/n_N/user_U/fold_F/train.jsonl``,
+``controls/in_context/<variant>_k<K>/user_U/fold_F/test.jsonl`` (each with a ``.ids`` side file).
 No other module builds these names (tests/test_data_prep.py greps for it).
 
 A marker is a small YAML file written atomically: TRAINED when `swift sft` finished (names the
@@ -65,6 +69,39 @@ def fold_dir(stage_dir: Path, user: int, fold: int) -> Path:
 def tokens_run_dir(stage_dir: Path, fold: int) -> Path:
     """A user-token stage's training run of fold ``fold`` (its users' evals are under fold_dir)."""
     return Path(stage_dir) / f"fold_{fold}"
+
+
+CONTROLS = "controls"
+IN_CONTEXT_PREFIX = "in_context_"
+CURVE_PREFIX = "n_"
+
+
+def in_context_stage(variant: str) -> str:
+    """The stage folder of in-context personalization with ``variant`` (image | text)."""
+    return f"{IN_CONTEXT_PREFIX}{variant}"
+
+
+def cross_user_dir(cfg: dict) -> Path:
+    return run_dir(cfg, CONTROLS, "cross_user")
+
+
+def cross_eval_dir(cfg: dict, fold: int, adapter_user: int, user: int) -> Path:
+    """User ``adapter_user``'s fold-``fold`` adapter answering user ``user``'s hold-out."""
+    return eval_dir(user_dir(Path(cross_user_dir(cfg), f"fold_{fold}", f"adapter_{adapter_user}"), user))
+
+
+def curve_dir(cfg: dict) -> Path:
+    return run_dir(cfg, CONTROLS, "data_curve")
+
+
+def curve_stage_dir(cfg: dict, n: int) -> Path:
+    """The per-user K-fold of the data-efficiency curve at ``n`` training samples a fold."""
+    return Path(curve_dir(cfg), f"{CURVE_PREFIX}{n}")
+
+
+def curve_sizes_found(cfg: dict) -> list[int]:
+    return sorted(int(p.name[len(CURVE_PREFIX):]) for p in Path(curve_dir(cfg)).glob(f"{CURVE_PREFIX}*")
+                  if p.name[len(CURVE_PREFIX):].isdigit())
 
 
 def user_summary(stage_dir: Path, user: int) -> Path:
@@ -149,6 +186,16 @@ def clear(folder: Path) -> None:
         if p.name == ".lock":
             continue
         shutil.rmtree(p) if p.is_dir() and not p.is_symlink() else p.unlink()
+
+
+def curve_files(out: Path, n: int, user: int, fold: int) -> dict[str, Path]:
+    """DATA/swift/controls/data_curve/n_N/user_U/fold_F/train.jsonl (``out``: DATA/swift)."""
+    return {"train": fold_dir(Path(out) / CONTROLS / "data_curve" / f"{CURVE_PREFIX}{n}", user, fold) / "train.jsonl"}
+
+
+def in_context_files(out: Path, variant: str, k: int, user: int, fold: int) -> dict[str, Path]:
+    """DATA/swift/controls/in_context/<variant>_k<K>/user_U/fold_F/test.jsonl (``out``: DATA/swift)."""
+    return {"test": fold_dir(Path(out) / CONTROLS / "in_context" / f"{variant}_k{k}", user, fold) / "test.jsonl"}
 
 
 def write_marker(path: Path, **fields) -> None:

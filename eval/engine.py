@@ -164,7 +164,8 @@ def plan_batch(engine, rows: list[tuple[str, dict]], meta: dict, batch_size, max
 
     from .batches import prepare_template
 
-    area = lambda r: meta.get(r[0], {}).get("width", 0) * meta.get(r[0], {}).get("height", 0)  # noqa: E731
+    # the longest prompt: the most images (in-context rows carry earlier screenshots), then the largest screen
+    area = lambda r: (len(r[1]["images"]), meta.get(r[0], {}).get("width", 0) * meta.get(r[0], {}).get("height", 0))  # noqa: E731
     sid, row = max(rows, key=area)
     enc = prepare_template(engine).encode(InferRequest(
         messages=(reader or Reader()).messages(row, meta.get(sid)), images=row["images"]))

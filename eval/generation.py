@@ -53,7 +53,7 @@ def make_record(sid: str, row: dict, text: str, meta: dict | None, reader: Reade
     rec = {"id": sid, "raw": text, "pred": list(pred) if pred else None,
            "pred_pigg": pred_pigg, "gt": list(gt) if gt else None,
            "gt_ref": parse_referring(gt_text), "pred_ref": parse_referring(text),
-           "status": "no_point" if pred is None else "ok" if on_grid(pred) else "off_screen", "image": row["images"][0]}
+           "status": "no_point" if pred is None else "ok" if on_grid(pred) else "off_screen", "image": row["images"][-1]}
     if meta:
         rec.update(width=meta["width"], height=meta["height"], tree=meta.get("tree", ""))
         rec["gt"] = [meta["x"], meta["y"]]
@@ -86,7 +86,7 @@ def generate(engine, rows: list[tuple[str, dict]], pred_file: Path, batch_size: 
     from .batches import encode_now, encoded_batches, infer_encoded
 
     stats = {"samples": 0, "seconds": 0.0, "input_wait_s": 0.0, "decode_steps": {}, "long_rows": 0,
-             "batch_sizes": [batch_size]}
+             "batch_sizes": [batch_size], "prompt_tokens": 0}
     if not rows:
         return stats
     first = min(reserve_new_tokens or max_new_tokens, max_new_tokens)
@@ -121,6 +121,8 @@ def generate(engine, rows: list[tuple[str, dict]], pred_file: Path, batch_size: 
                 for chunk, batch, tis in batches(reqs[base:]):
                     stats["input_wait_s"] += time.time() - t
                     resps = answer([reqs[base + i] for i in chunk], batch, tis, cfg, graphs)
+                    if isinstance(batch, dict) and "attention_mask" in batch:  # prompt tokens (in-context rows: more)
+                        stats["prompt_tokens"] += int(batch["attention_mask"].sum())
                     late = [j for j, r in enumerate(resps) if long_cfg and r.choices[0].finish_reason == "length"]
                     for k in range(0, len(late), long_batch_size):  # rows still answering at the reserve
                         sub = late[k:k + long_batch_size]

@@ -103,8 +103,9 @@ def parse_answer(profile: Profile | str, text: str | None, width: int, height: i
 
 
 def user_text(profile: Profile, row: dict, instruction: str) -> list[dict]:
-    """The messages to send for a row: the exported ones (harness) or the profile's prompt with the image."""
-    msgs = [m for m in row["messages"] if m["role"] != "assistant"]
+    """The messages to send for a row: the exported ones without the answer (harness; earlier turns of an in-context
+    row stay, with their answers) or the profile's prompt with the image."""
+    msgs = row["messages"][:-1] if row["messages"][-1]["role"] == "assistant" else list(row["messages"])
     if profile.prompt is None:
         return msgs
     return [{"role": "user", "content": "<image>" + profile.prompt.format(instruction=instruction)}]

@@ -19,8 +19,8 @@ import pandas as pd
 from data_prep.config import load_experiment
 from data_prep.runtime.cli import parser, run
 from data_prep.summary import same_build
-from data_prep.rundir import (TOKENS_PREFIX, eval_outputs, overall_file, run_dir, tokens_stage, user_of,
-                              user_summaries)
+from data_prep.rundir import (IN_CONTEXT_PREFIX, TOKENS_PREFIX, cross_user_dir, curve_dir, eval_outputs, overall_file,
+                              run_dir, tokens_stage, user_of, user_summaries)
 
 from .metrics import MAX_L2, corrected_l2, l2
 
@@ -43,11 +43,12 @@ def find_models(cfg: dict) -> list[dict]:
             role = "vanilla" if d.name == "vanilla" else "global"
             found.append({"name": d.name, "role": role, "dir": d, "kind": "eval"})
     # per-user adapters (personalized); one adapter for all test users, tagged or pooled (one_model)
-    for pattern, role in (("person_*/", "personalized"), (f"{TOKENS_PREFIX}*/", "one_model")):
+    for pattern, role in (("person_*/", "personalized"), (f"{TOKENS_PREFIX}*/", "one_model"),
+                          (f"{IN_CONTEXT_PREFIX}*/", "in_context")):
         for d in sorted(root.glob(pattern)):
             if overall_file(d).exists():
                 found.append({"name": f"global+{d.name}", "role": role, "dir": d, "kind": "person"})
-    order = {"vanilla": 0, "global": 1, "personalized": 2, "one_model": 3}
+    order = {"vanilla": 0, "global": 1, "personalized": 2, "one_model": 3, "in_context": 4}
     return sorted(found, key=lambda m: (order[m["role"]], m["name"]))
 
 
@@ -243,6 +244,45 @@ def _md(df: pd.DataFrame) -> str:
     return "\n".join(lines) + "\n"
 
 
+def controls_sections(cfg: dict, out: Path) -> list[str]:
+    """The cross-user control and the data-efficiency curve (eval/controls.py), where they were run; their plots are
+    copied beside report.md."""
+    import shutil
+
+    md = []
+    cross = overall_file(cross_user_dir(cfg))
+    if cross.exists():
+        o = json.loads(cross.read_text(encoding="utf-8"))
+        ci = o["own_minus_others"]
+        rows = pd.DataFrame([{"user": r["user"], "own adapter acc (%)": pct(r["own_accuracy"]),
+                              "others' adapters acc (%)": pct(r["others_accuracy"]), "own median L2": r["own_median_l2"],
+                              "others' median L2": r["others_median_l2"]} for r in o["per_user"]])
+        md += ["\n## Is it the user? Each user's adapter on the other users' hold-outs\n",
+               f"Own adapter {pct(o['own_accuracy']):.2f} % against the other users' adapters "
+               f"{pct(o['others_accuracy']):.2f} % on the same hold-outs (own - others {pct(ci['diff']):+.2f} points, "
+               f"95 % bootstrap over users {pct(ci['lo']):+.2f} to {pct(ci['hi']):+.2f}); median L2 "
+               f"{o['own_median_l2']:.1f} against {o['others_median_l2']:.1f}. Means over {o['folds']} folds.\n",
+               _md(rows)]
+        png = Path(cross_user_dir(cfg)) / "cross_user.png"
+        if png.exists():
+            shutil.copy(png, out / png.name)
+            md.append(f"![cross_user]({png.name})\n")
+    curve = overall_file(curve_dir(cfg))
+    if curve.exists():
+        o = json.loads(curve.read_text(encoding="utf-8"))
+        rows = pd.DataFrame([{"training samples": "all" if p["n"] is None else p["n"], "users": p["users"],
+                              "acc (%)": pct(p["accuracy"]), "lo": pct(p["lo"]), "hi": pct(p["hi"]),
+                              "median L2": p["median_l2"]} for p in o["points"]])
+        md += ["\n## How many clicks does personalization need?\n",
+               "Per-user LoRA folds trained on n of the fold's training samples (nested seeded subsets, the same "
+               "hold-outs); all = the personalized stage; 95 % bootstrap interval over users.\n", _md(rows)]
+        png = Path(curve_dir(cfg)) / "data_curve.png"
+        if png.exists():
+            shutil.copy(png, out / png.name)
+            md.append(f"![data_curve]({png.name})\n")
+    return md
+
+
 def report(cfg: dict) -> dict:
     models = find_models(cfg)
     out = run_dir(cfg, "report")
@@ -280,6 +320,7 @@ def report(cfg: dict) -> dict:
                "signed-rank p of the paired L2 distances), and overall paired over users. An interval that "
                "excludes 0 is a difference beyond resampling noise for that user. PIGG-compatible scoring.\n",
                _md(sig)]
+    md += controls_sections(cfg, out)
     md += ["\n## Ordering (PIGG found Global > Vanilla and Global+Personalized > Global)\n",
            "```\n" + json.dumps(order, indent=1) + "\n```\n"]
     md += ["\n## Plots\n"] + [f"![{p.stem}]({p.name})\n" for p in pngs]

@@ -4,22 +4,25 @@
 # (--config swift_configs/experiments/demo_qwen25.yaml: the same on a tiny Qwen2.5-VL, pixel answers).
 # Re-running resumes finished stages; --fresh starts over; --user-tokens adds the one-model method
 # (user tags: special tokens and text, and the pooled control; 30 epochs each: ~35 more minutes on 2 cores).
+# --controls adds the controls (cross-user adapters, the data-efficiency curve, in-context personalization).
 # --workers N: person / user-token runs side by side (default 2, one per core of a 2-core box).
-# Usage: bash scripts/demo.sh [--fresh] [--user-tokens] [--workers N] [--config swift_configs/experiments/demo.yaml]
+# Usage: bash scripts/demo.sh [--fresh] [--user-tokens] [--controls] [--workers N] [--config swift_configs/experiments/demo.yaml]
 set -euo pipefail
 source "$(dirname "$0")/common.sh"
 CFG=$ROOT/swift_configs/experiments/demo.yaml
 FRESH=0
 TOKENS=0
+CONTROLS=0
 WORKERS=2
 while [ $# -gt 0 ]; do
   case "$1" in
     --fresh) FRESH=1 ;;
     --user-tokens) TOKENS=1 ;;
+    --controls) CONTROLS=1 ;;
     --config) CFG=$2; shift ;;
     --workers) WORKERS=$2; shift ;;
     -h|--help) usage "$0" ""; exit 0 ;;
-    *) echo "usage: $0 [--fresh] [--user-tokens] [--workers N] [--config EXP]  (--help)" >&2; exit 2 ;;
+    *) echo "usage: $0 [--fresh] [--user-tokens] [--controls] [--workers N] [--config EXP]  (--help)" >&2; exit 2 ;;
   esac
   shift
 done
@@ -33,7 +36,7 @@ run() {  # run a step with its output in runs/<exp>/logs/demo_<name>.log; show t
   local log="$RUNS/logs/demo_$1.log"; shift
   mkdir -p "$RUNS/logs"
   if ! "$@" > "$log" 2>&1; then echo "FAILED: $* (log: $log)" >&2; tail -25 "$log" >&2; exit 1; fi
-  grep -E "^\[(eval|train|person|tokens)\]|^validate|^wrote" "$log" | grep -v "^\[train\] log:" || true
+  grep -E "^\[(eval|train|person|tokens|curve|controls)\]|^validate|^wrote" "$log" | grep -v "^\[train\] log:" || true
 }
 
 if [ "$FRESH" = 1 ]; then rm -rf "$DATA" "$RUNS"; fi
@@ -55,6 +58,10 @@ run person bash "$ROOT"/scripts/4_finetune_person.sh cpu --lora --config "$CFG" 
 if [ "$TOKENS" = 1 ]; then
   stage "5b one model for all users: user tags (special token, text) and the pooled control"
   run tokens bash "$ROOT"/scripts/4b_finetune_user_tokens.sh cpu --config "$CFG" --workers "$WORKERS"
+fi
+if [ "$CONTROLS" = 1 ]; then
+  stage "5c controls: each user's adapter on the others' hold-outs, the data-efficiency curve, in-context"
+  run controls bash "$ROOT"/scripts/8_controls.sh cpu --config "$CFG" --workers "$WORKERS"
 fi
 stage "6/6 report + visualizations"
 run visualize bash "$ROOT"/scripts/5_visualize.sh --config "$CFG" --run person_lora --max 2

@@ -25,11 +25,12 @@ import yaml
 from data_prep.runtime.attention import flash_problems
 from data_prep.config import ConfigError, load_experiment, parse_override
 from data_prep.runtime.cli import nonneg_int, parser, positive_int, run
-from data_prep.export import ExportError, check_export, swift_paths, token_paths
+from data_prep.export import ExportError, check_export, swift_dir, swift_paths, token_paths
 from data_prep.family import check_model_folder, family
 from data_prep.io import load_yaml
 from data_prep.runtime.procenv import experiment_env, swift_args as plugin_args
-from data_prep.rundir import done, fold_dir, generated_yaml, marker_checkpoint, run_dir, tokens_run_dir, tokens_stage
+from data_prep.rundir import (curve_files, curve_stage_dir, done, fold_dir, generated_yaml, marker_checkpoint, run_dir,
+                              tokens_run_dir, tokens_stage)
 
 from .argtable import load as load_table
 
@@ -57,10 +58,12 @@ class Run:
     args: dict  # the swift YAML body (without ENV)
     env: dict  # the YAML's ENV block
     proc_env: dict = field(default_factory=dict)  # set on the process (CUDA_VISIBLE_DEVICES)
+    yaml_at: Path | None = None  # where the YAML goes instead of the run folder's generated/ (a node of rank > 0)
+    recipe: str | None = None  # what the recipe search chose and why (global full fine-tuning on several GPUs)
 
     @property
     def yaml_path(self) -> Path:
-        return generated_yaml(self.run_dir)  # swift copies it into output_dir itself
+        return self.yaml_at or generated_yaml(self.run_dir)  # swift copies it into output_dir itself
 
     def command(self) -> list[str]:
         """`swift sft YAML` in one interpreter (swift_configs/sft_main.py)."""
@@ -178,10 +181,35 @@ def validate(args: dict, sources: dict[str, str]) -> list[str]:
     return errs
 
 
+def choose(cfg: dict, stage: str, args: dict, sources: dict, gl: list[str], model, put, template_src: str) -> str | None:
+    """Global full fine-tuning on several GPUs with ``train.global_recipe: auto``: the fastest recipe that fits the
+    cards (swift_configs/preflight.py ``choose_recipe``: ZeRO stage, micro-batch x accumulation, checkpointing),
+    PIGG's per-GPU effective batch kept; keys set by the experiment's overrides or the command line stay. Returns
+    what was chosen and why (None where the search does not apply)."""
+    from .preflight import RECIPE_KEYS, card_bytes, choose_recipe
+
+    if not (stage == "global" and len(gl) > 1 and args.get("tuner_type") == "full" and model is not None
+            and cfg["train"]["global_recipe"] == "auto" and cfg["train"]["offload"] != "optimizer"):
+        return None
+    cards = card_bytes(gl)
+    if not cards:
+        return "recipe: the template's (card size unknown: nvidia-smi found none; PIGG_GPU_MEMORY_GB sets it)"
+    keep = tuple(k for k in RECIPE_KEYS if k in args and sources[k] != template_src
+                 and "train.zero_stage" not in sources[k])
+    nodes = int(os.environ.get("NNODES") or 1)
+    chosen, why = choose_recipe({**args, "model": str(model)}, len(gl) * nodes, min(cards), cfg["image_max_token_num"],
+                                cfg["train"]["offload"], keep)
+    for key, val in chosen.items():
+        put(key, val, f"train.global_recipe: auto ({why})")
+    return why + (f"; kept as set: {', '.join(keep)}" if keep else "")
+
+
 def render(cfg: dict, stage: str, *, user: int | None = None, fold: int | None = None, gpus: str = "cpu",
-           overrides: list[str] | tuple = (), resume: str | None = None, kind: str | None = None) -> Run:
-    """``stage``: global, person (user and fold), or tokens (the user-token method: fold and tag ``kind``;
-    the person template, on the union of every test user's fold-f training samples)."""
+           overrides: list[str] | tuple = (), resume: str | None = None, kind: str | None = None,
+           curve_n: int | None = None) -> Run:
+    """``stage``: global, person (user and fold; with ``curve_n``: the data-efficiency curve's run on that many of
+    the fold's training samples), or tokens (the user-token method: fold and tag ``kind``; the person template, on
+    the union of every test user's fold-f training samples)."""
     if stage not in ("global", "person", "tokens"):
         raise ConfigError(f"stage must be global, person or tokens, got {stage!r}")
     exp = cfg["config_path"]
@@ -256,12 +284,16 @@ def render(cfg: dict, stage: str, *, user: int | None = None, fold: int | None =
         if model is not None and not (model / "config.json").exists():
             errs.append(f"{exp}: train.person_base: base checkpoint {model} has no config.json")
         dataset = swift_paths(cfg, user, fold)["train"]
+        if curve_n is not None:
+            out = fold_dir(curve_stage_dir(cfg, curve_n), user, fold)
+            dataset = curve_files(swift_dir(cfg), curve_n, user, fold)["train"]
     fam = family(cfg)
     if model is not None:
         put("model", str(model), f"{exp}: paths.model / train.person_base")
         bad = check_model_folder(model, fam, "paths.model" if stage == "global" else "train.person_base")
         if bad:
             errs.append(f"{exp}: {bad}")
+    recipe = choose(cfg, stage, args, sources, gl, model, put, str(tpath))
     # explicit for a raw folder (qwen3_vl / _emb / _reranker share an architecture); first, as templates had it
     args = {"model_type": fam.model_type, **({"template": fam.template} if fam.template else {}), **args}
     sources.update(model_type=f"{exp}: model.family", template=f"{exp}: model.family")
@@ -285,7 +317,7 @@ def render(cfg: dict, stage: str, *, user: int | None = None, fold: int | None =
         if os.environ.get(k):
             env[k] = os.environ[k]
     proc_env = {"CUDA_VISIBLE_DEVICES": ",".join(gl)} if gl else {"CUDA_VISIBLE_DEVICES": ""}
-    return Run(stage, template, out.resolve(), args, env, proc_env)
+    return Run(stage, template, out.resolve(), args, env, proc_env, recipe=recipe)
 
 
 def main(argv=None) -> int:

@@ -225,6 +225,42 @@ def alternatives(args: dict, n_gpus: int, image_tokens: int, offload: str, card:
     return fits
 
 
+RECIPE_KEYS = ("deepspeed", "per_device_train_batch_size", "gradient_accumulation_steps", "gradient_checkpointing")
+# a chosen recipe's estimate stays under this share of the card: the estimate runs ~6 % above measured ZeRO peaks (2 x
+# H100, ZeRO-3 8 x 1: 73.6 estimated, 69.4 GiB = 87 % measured), so this leaves >= ~13 % of the card free in practice
+RECIPE_FIT = 0.925
+
+
+def choose_recipe(args: dict, n_gpus: int, card: int, image_tokens: int, offload: str = "none",
+                  keep: tuple[str, ...] = ()) -> tuple[dict, str]:
+    """The fastest global full fine-tuning recipe that fits ``card`` on ``n_gpus`` GPUs, with the per-GPU effective
+    batch of ``args`` (micro-batch x accumulation) kept, and the keys in ``keep`` (set by the user) left as they are.
+    Order, from the measurements (bench/RESULTS.md, "Global full fine-tuning"): the largest micro-batch first (ZeRO-3
+    gathers the weights once per micro-batch: 8 x 1 4,989 vs 4 x 2 3,148 tokens/s per GPU on 4 x H100), then ZeRO-2
+    before ZeRO-3 (no gathers: 4,615 vs 3,792 at 4 x 2 on 2 x H200), then gradient checkpointing off where the
+    activations fit (2 x 4 without it was slower than 8 x 1 with it). Returns ({swift key: value}, why) or ({}, why)
+    where the template's own recipe is kept."""
+    per_gpu = int(args.get("per_device_train_batch_size", 1)) * int(args.get("gradient_accumulation_steps", 1))
+    stages = [int(str(args["deepspeed"])[-1])] if "deepspeed" in keep else ([2, 3] if offload != "optimizer" else [3])
+    micros = [int(args["per_device_train_batch_size"])] if "per_device_train_batch_size" in keep else \
+        [m for m in (8, 4, 2, 1) if m <= per_gpu and per_gpu % m == 0]
+    gcs = [bool(args.get("gradient_checkpointing"))] if "gradient_checkpointing" in keep else [False, True]
+    tried = []
+    for micro in micros:
+        for zero in stages:
+            for gc in gcs:
+                cand = {"deepspeed": f"zero{zero}", "per_device_train_batch_size": micro,
+                        "gradient_accumulation_steps": per_gpu // micro, "gradient_checkpointing": gc}
+                est = estimate({**args, **cand}, n_gpus, image_tokens, offload)["per_gpu_bytes"]
+                label = f"ZeRO-{zero} {micro} x {per_gpu // micro} checkpointing {'on' if gc else 'off'}"
+                if est <= RECIPE_FIT * card:
+                    skipped = "; faster, not fitting: " + ", ".join(tried) if tried else ""
+                    return cand, (f"recipe: {label} (est. {est / GIB:.1f} of {card / GIB:.1f} GiB per GPU, "
+                                  f"{est / card:.0%}): the fastest that fits{skipped}")
+                tried.append(f"{label} {est / GIB:.1f} GiB")
+    return {}, "recipe: the template's (nothing in the search fits: the preflight says what would)"
+
+
 def check(args: dict, gpus: list[str], image_tokens: int, offload: str, template: str,
           n_gpus: int | None = None, vision_cache_gib: float = 0.0) -> tuple[dict, str]:
     """(estimate, a line to print); raises PreflightError when the run does not fit the listed GPUs.

@@ -14,6 +14,7 @@ before anything loads, naming what differs (--fresh starts it over). One process
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import time
@@ -239,14 +240,62 @@ def main(argv=None) -> int:
     return run_cli(lambda: train_global(a, ov))
 
 
+def node() -> tuple[int, int]:
+    """(this node's rank, the number of nodes) of a multi-node run: NNODES / NODE_RANK / MASTER_ADDR in the
+    environment (docs/clusters.md); (0, 1) without them."""
+    try:
+        nnodes, rank = int(os.environ.get("NNODES") or 1), int(os.environ.get("NODE_RANK") or 0)
+    except ValueError:
+        raise ConfigError(f"NNODES={os.environ.get('NNODES')!r} / NODE_RANK={os.environ.get('NODE_RANK')!r}: want "
+                          "integers") from None
+    if nnodes < 1 or not 0 <= rank < nnodes:
+        raise ConfigError(f"NODE_RANK={rank} with NNODES={nnodes}: want 0 <= NODE_RANK < NNODES")
+    if nnodes > 1 and not os.environ.get("MASTER_ADDR"):
+        raise ConfigError(f"NNODES={nnodes}: set MASTER_ADDR (node rank 0's address) and MASTER_PORT on every node")
+    return rank, nnodes
+
+
+def train_other_node(run: Run, rank: int, fresh: bool) -> None:
+    """A node of rank > 0: it only trains. Node rank 0 owns the run folder (its lock, generated YAML, manifest, log,
+    markers); this node renders the same run, keeps its YAML and log in a folder of its own, resumes from the
+    newest complete checkpoint as rank 0 does (none with --fresh: rank 0 starts over) and joins swift's torchrun
+    rendezvous. Its exit code is the run's."""
+    import tempfile
+
+    if rundir.trained(run.run_dir).exists() and not fresh:
+        print(f"[train] node {rank}: {run.run_dir} already trained (node rank 0 marks it)", flush=True)
+        return
+    require_packages(run)
+    ckpt = None if fresh else latest_checkpoint(run.run_dir)
+    if ckpt is not None:
+        run.args["resume_from_checkpoint"] = str(ckpt)
+    own = Path(tempfile.mkdtemp(prefix=f"pigg-node{rank}-"))
+    run.yaml_at = own / "swift.yaml"
+    run.write()
+    log = own / "train.log"
+    print(f"[train] node {rank}: swift sft {run.yaml_path} (joins node 0 at {os.environ.get('MASTER_ADDR')}:"
+          f"{os.environ.get('MASTER_PORT', '29500')}; log: {log})", flush=True)
+    env = child_env(**run.env, **run.proc_env)
+    with open(log, "a", encoding="utf-8") as f:
+        rc = subprocess.run(run.command(), env=env, stdout=f, stderr=subprocess.STDOUT, cwd=own).returncode
+    if rc != 0:
+        raise TrainError(f"swift sft failed on node {rank} (exit {rc}); last lines of {log}:\n{log_tail(log)}")
+    print(f"[train] node {rank}: done", flush=True)
+
+
 def train_global(a, ov: list[str]) -> None:
     cfg = load_experiment(a.config, ov)
+    rank, nnodes = node()
     run = render(cfg, "global", gpus=a.gpus, overrides=a.swift_overrides)
+    if run.recipe:
+        print(f"[train] {run.recipe}", flush=True)
     if a.dry_run:
         print(run.dump())
         print(run.shell())
         preflight(run, cfg, gpu_list(a.gpus), force=True)
         return
+    if rank > 0:
+        return train_other_node(run, rank, a.fresh)
     if not rundir.trained(run.run_dir).exists() or a.fresh:
         preflight(run, cfg, gpu_list(a.gpus), a.force)
         require_packages(run)  # said before the run folder is touched

@@ -60,6 +60,7 @@ def test_demo_shows_piggs_ordering(tmp_path, tiny_model):
                    capture_output=True, timeout=300)
     answers = lambda f: {json.loads(x)["id"]: json.loads(x)["raw"] for x in f.read_text().splitlines()}  # noqa: E731
     assert answers(tmp_path / "fresh_eval" / "predictions.jsonl") == answers(d / "eval" / "predictions.jsonl")
+    controls(tmp_path, cfg, env)
     # a second run resumes: nothing retrained
     p2 = subprocess.run(["bash", "scripts/demo.sh", "--config", str(cfg)], cwd=ROOT, env=env,
                         capture_output=True, text=True, timeout=600)
@@ -101,10 +102,52 @@ def test_demo_shows_piggs_ordering(tmp_path, tiny_model):
                    capture_output=True, timeout=300)
     o = pd.read_csv(rep / "overall.csv").set_index("model")
     assert o.loc["global+user_tokens_special", "role"] == o.loc["global+user_tokens_pooled", "role"] == "one_model"
+    assert o.loc["global+in_context_image", "role"] == "in_context"
+    md = (rep / "report.md").read_text()
+    assert "## Is it the user?" in md and "## How many clicks" in md and (rep / "cross_user.png").exists()
     sig = pd.read_csv(rep / "significance.csv")
     vs = sig[(sig["model"] == "global+user_tokens_special") & (sig["vs"] == "global+user_tokens_pooled")]
     assert list(vs["user"]) == ["1", "2", "all (over users)"]
     assert ((vs["acc lo"] <= vs["acc diff (pp)"]) & (vs["acc diff (pp)"] <= vs["acc hi"])).all()
+
+
+def controls(tmp_path, cfg, env):
+    """scripts/8_controls.sh on the shortened demo (2 users): each user's adapter on the other's hold-outs, the curve at
+    4 training samples a fold, in-context with 1 earlier click. What must hold here: own > others (the synthetic test
+    users prefer different places for the same intent), the curve's accuracy at all >= at its smallest n, every
+    in-context record parsed and scored (the tiny model is not expected to use the earlier clicks)."""
+    p = subprocess.run(["bash", "scripts/8_controls.sh", "cpu", "--config", str(cfg), "--workers", "1",
+                        "--set", "controls.data_curve_n=[4]", "--set", "controls.in_context_k=1"],
+                       cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
+    assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
+    assert "[curve] this run: 24 training samples" in p.stdout and "at PIGG's sizes" in p.stdout
+    runs = tmp_path / "runs" / "demo_short"
+    cross = json.loads((runs / "controls" / "cross_user" / "overall.json").read_text())
+    assert cross["own_accuracy"] > cross["others_accuracy"], cross
+    assert len(cross["matrix"]["accuracy"]) == 2 and [r["user"] for r in cross["per_user"]] == [1, 2]
+    assert cross["own_minus_others"]["lo"] <= cross["own_minus_others"]["diff"] <= cross["own_minus_others"]["hi"]
+    for f in range(3):  # each adapter answered the other user's whole hold-out
+        ids = {json.loads(x)["id"] for x in (runs / "controls" / "cross_user" / f"fold_{f}" / "adapter_1" / "user_2" /
+                                             "eval" / "predictions.jsonl").read_text().splitlines()}
+        assert ids == set((tmp_path / "data" / "swift" / "user_2" / f"fold_{f}" / "test.ids").read_text().split())
+    curve = json.loads((runs / "controls" / "data_curve" / "overall.json").read_text())
+    assert [q["n"] for q in curve["points"]] == [4, None] and curve["points"][1]["accuracy"] >= curve["points"][0]["accuracy"]
+    person = json.loads((runs / "person_lora" / "overall.json").read_text())
+    for variant in ("image", "text"):
+        o = json.loads((runs / f"in_context_{variant}" / "overall.json").read_text())
+        assert set(person) - {"model", "adapters"} <= set(o) and o["n_users"] == 2 and o["k"] == 1
+        for u in (1, 2):
+            for f in range(3):
+                ev = runs / f"in_context_{variant}" / f"user_{u}" / f"fold_{f}" / "eval"
+                recs = json.loads((ev / "out.json").read_text())
+                want = (tmp_path / "data" / "swift" / f"user_{u}" / f"fold_{f}" / "test.ids").read_text().split()
+                assert [r["id"] for r in recs] == want and all(len(r["pred_pigg"]) == 2 for r in recs)
+                assert json.loads((ev / "metrics.json").read_text())["n"] == len(want)
+    tokens = {v: json.loads((runs / f"in_context_{v}" / "overall.json").read_text())["prompt_tokens_per_sample"]
+              for v in ("image", "text")}
+    assert tokens["image"] > tokens["text"] > 0  # the earlier screenshot counted
+    for png in ("controls/cross_user/cross_user.png", "controls/data_curve/data_curve.png"):
+        assert (runs / png).exists(), png
 
 
 def user_token_rows_and_ids(data, run):

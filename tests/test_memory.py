@@ -185,3 +185,43 @@ def test_preflight_counts_the_vision_cache_per_distinct_screenshot(shape8b, tmp_
     with pytest.raises(pf.PreflightError) as e:
         pf.check(many, ["0"], 980, "none", "person_lora", vision_cache_gib=8.0)
     assert "train.vision_cache_gib=0" in str(e.value)
+
+
+@pytest.mark.parametrize("gpus,gib,want", [
+    (2, 80, ("zero3", 8, False)),  # the measured 2 x H100 recipe: 69.4 GiB (87 %)
+    (4, 80, ("zero3", 8, False)),  # 4 x H100: 44.8 GiB measured
+    (8, 80, ("zero2", 8, False)),  # parameters + sharded gradients and AdamW fit: no gathers
+    (2, 141, ("zero2", 8, False)),  # 2 x H200 (ZeRO-2 4 x 2 measured at 100.3 GiB there)
+])
+def test_the_global_recipe_is_the_fastest_that_fits(shape8b, gpus, gib, want):
+    """train.global_recipe: auto (swift_configs/preflight.py choose_recipe): the largest micro-batch, then ZeRO-2,
+    then checkpointing off, that fits; PIGG's 8 samples per GPU kept; keys the user set stay."""
+    from swift_configs.preflight import GIB, choose_recipe
+
+    args = {**_template("global_full", shape8b), "deepspeed": "zero3"}
+    chosen, why = choose_recipe(args, gpus, gib * GIB, 980)
+    zero, micro, gc_off = want
+    assert (chosen["deepspeed"], chosen["per_device_train_batch_size"]) == (zero, micro)
+    assert chosen["per_device_train_batch_size"] * chosen["gradient_accumulation_steps"] == 8
+    assert chosen["gradient_checkpointing"] is (not gc_off) and why.startswith(f"recipe: ZeRO-{zero[-1]} {micro} x")
+    kept, _ = choose_recipe({**args, "gradient_checkpointing": False}, 2, 141 * GIB, 980,
+                            keep=("gradient_checkpointing",))
+    assert kept["gradient_checkpointing"] is False and kept["per_device_train_batch_size"] < 8  # it fits with fewer
+    none, why = choose_recipe(args, 2, 24 * GIB, 980)
+    assert none == {} and "nothing in the search fits" in why
+
+
+def test_the_launcher_says_the_recipe_before_it_starts(exp, tiny_model, monkeypatch):
+    """On 2 GPUs (here: said to hold 141 GiB each) the global full run gets the chosen recipe and the line saying why;
+    the experiment's own settings (the demo's per-device batch) are kept and named; train.global_recipe: template
+    keeps the template and train.zero_stage."""
+    from data_prep.config import load_experiment
+    from swift_configs.generate import render
+
+    monkeypatch.setenv("PIGG_GPU_MEMORY_GB", "141")
+    ov = [f"paths.model={tiny_model}", f"paths.data={exp['cfg']['paths']['data']}"]
+    run = render(load_experiment(exp["path"], ov), "global", gpus="0,1")
+    assert run.recipe.startswith("recipe: ZeRO-2") and "kept as set: per_device_train_batch_size" in run.recipe
+    assert run.args["deepspeed"] == "zero2" and run.args["per_device_train_batch_size"] == 4
+    run = render(load_experiment(exp["path"], ov + ["train.global_recipe=template"]), "global", gpus="0,1")
+    assert run.recipe is None and run.args["deepspeed"] == "zero3"
