@@ -62,6 +62,7 @@ def child(spec: dict) -> dict:
     from data_prep.config import load_experiment
     from data_prep.controls import write_in_context
     from data_prep.export import swift_paths
+    from data_prep.rundir import user_dir
     from eval.engine import Engines
     from swift_configs.preflight import model_shape
     from eval.job import evaluate
@@ -102,13 +103,13 @@ def child(spec: dict) -> dict:
 
     new = cfg["eval"]["max_new_tokens"]
     cases = []
-    plain = [(swift_paths(cfg, u, 0)["test"], tmp / "ev" / "plain" / f"user_{u}") for u in users]
+    plain = [(swift_paths(cfg, u, 0)["test"], user_dir(tmp / "ev" / "plain", u)) for u in users]
     cases.append(with_mfu(case("plain hold-outs, base model", plain, []), new))
     jobs_all = []
     t = time.time()
     n = 0
     for i, u in enumerate(users):
-        jobs = [(swift_paths(cfg, v, 0)["test"], tmp / "ev" / "cross" / f"adapter_{u}" / f"user_{v}") for v in users if v != u]
+        jobs = [(swift_paths(cfg, v, 0)["test"], user_dir(tmp / "ev" / "cross" / f"adapter_{u}", v)) for v in users if v != u]
         r = case(f"cross-user, adapter of user {u}", jobs, [adapters[i]])
         jobs_all += jobs
         n += r["samples"]
@@ -117,7 +118,7 @@ def child(spec: dict) -> dict:
     cases.append(with_mfu(cross, new))
     for variant, k in [*(("image", k) for k in spec["ks"]), ("text", max(spec["ks"]))]:
         files = write_in_context(cfg, variant, k)
-        jobs = [(files[u][0], tmp / "ev" / f"{variant}{k}" / f"user_{u}") for u in users]
+        jobs = [(files[u][0], user_dir(tmp / "ev" / f"{variant}{k}", u)) for u in users]
         cases.append(with_mfu(case(f"in-context {variant}, k {k}", jobs, []), new))
     out["cases"] = cases
     return out

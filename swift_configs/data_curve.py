@@ -20,10 +20,10 @@ from data_prep.config import load_experiment
 from data_prep.controls import curve_sizes, write_curve
 from data_prep.export import swift_paths
 from data_prep.rundir import curve_stage_dir, fold_dir
-from data_prep.runtime.cli import nonneg_int, parser, positive_int, run
+from data_prep.runtime.cli import parser, positive_int, run
 
 from .generate import gpu_list, render
-from .sweep import Job, Target, sweep, worker_slots
+from .sweep import Job, Target, add_sweep_args, sweep, worker_slots
 
 PIGG_FOLDS, PIGG_SMALLEST_TRAIN = 30, 178  # PIGG's 10 test users x 3 folds; user 1's 268 samples: 178 a fold
 TOKENS_PER_SAMPLE = 1073  # a Qwen3-VL-8B training sample at the 980-token budget (bench/RESULTS.md)
@@ -52,14 +52,8 @@ def cost_line(cfg: dict, counts: dict, epochs: float) -> str:
 
 def main(argv=None) -> int:
     p = parser("python -m swift_configs.data_curve", __doc__)
-    p.add_argument("--gpus", default="cpu")
+    add_sweep_args(p)
     p.add_argument("--users", type=positive_int, nargs="+", help="test users (default: all of the experiment's)")
-    p.add_argument("--fold", type=nonneg_int, nargs="+", help="only these folds (default: all K)")
-    p.add_argument("--workers", type=positive_int, default=None, help="parallel runs (default: one per GPU; 1 on CPU)")
-    p.add_argument("--fresh", action="store_true", help="delete the selected runs' folders first")
-    p.add_argument("--dry-run", action="store_true", help="print each run's command and the cost; run nothing")
-    p.add_argument("--force", action="store_true", help="start even if the memory preflight says a run will not fit")
-    p.add_argument("swift_overrides", nargs="*", metavar="key=value")
     a = p.parse_intermixed_args(argv)
     return run(lambda: curve(a))
 

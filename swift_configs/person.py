@@ -22,7 +22,7 @@ from data_prep.export import swift_paths
 from data_prep.rundir import fold_dir, run_dir
 
 from .generate import gpu_list, render
-from .sweep import Job, Target, sweep, worker_slots
+from .sweep import Job, Target, add_sweep_args, sweep, worker_slots
 
 
 def fold_job(cfg: dict, a, user: int, fold: int) -> Job:
@@ -36,20 +36,14 @@ def fold_job(cfg: dict, a, user: int, fold: int) -> Job:
 
 def main(argv=None) -> int:
     p = parser("python -m swift_configs.person", __doc__)
-    p.add_argument("--gpus", default="cpu")
+    add_sweep_args(p, "folds")
     g = p.add_mutually_exclusive_group()
     g.add_argument("--lora", action="store_true", help="personalized LoRA (template person_lora, default)")
     g.add_argument("--full", action="store_true", help="personalized full fine-tuning (template person_full)")
     g.add_argument("--qlora", action="store_true", help="personalized QLoRA, 4-bit base (template person_qlora)")
     p.add_argument("--users", type=positive_int, nargs="+", help="test users (default: all of the experiment's)")
-    p.add_argument("--fold", type=nonneg_int, nargs="+", help="only these folds (default: all K)")
-    p.add_argument("--workers", type=positive_int, default=None, help="parallel folds (default: one per GPU; 1 on CPU)")
     p.add_argument("--array-task", type=nonneg_int, default=None,
                    help="run only the i-th (user, fold) pair, users x folds in order (Slurm job arrays)")
-    p.add_argument("--fresh", action="store_true", help="delete the selected folds' folders first")
-    p.add_argument("--dry-run", action="store_true", help="print each fold's command and the memory estimate; run nothing")
-    p.add_argument("--force", action="store_true", help="start even if the memory preflight says a fold will not fit")
-    p.add_argument("swift_overrides", nargs="*", metavar="key=value")
     a = p.parse_intermixed_args(argv)
     a.overrides += [f"train.person_template=person_{k}" for k in ("lora", "full", "qlora") if getattr(a, k)]
     return run(lambda: person(a))

@@ -72,6 +72,22 @@ class Job:
         return self.label
 
 
+def add_sweep_args(p, noun: str = "runs") -> None:
+    """The flags every sweep stage takes (person folds, user-token runs, the data curve): GPUs, the folds to run,
+    workers, --fresh, --dry-run, --force, and swift keys as key=value."""
+    from data_prep.runtime.cli import nonneg_int, positive_int
+
+    p.add_argument("--gpus", default="cpu", help="cpu, 0 or 0,1,2,3 (one run per GPU at a time)")
+    p.add_argument("--fold", type=nonneg_int, nargs="+", help="only these folds (default: all K)")
+    p.add_argument("--workers", type=positive_int, default=None, help=f"{noun} side by side (default: one per GPU; "
+                                                                      "1 on CPU)")
+    p.add_argument("--fresh", action="store_true", help=f"empty the selected {noun}' folders first")
+    p.add_argument("--dry-run", action="store_true", help=f"print each of the {noun}' commands and the memory "
+                                                          "estimate; run nothing")
+    p.add_argument("--force", action="store_true", help="start even if the memory preflight says a run will not fit")
+    p.add_argument("swift_overrides", nargs="*", metavar="key=value", help="swift sft keys for every run")
+
+
 def worker_slots(gl: list[str], workers: int | None) -> list[str]:
     """Where queued runs go: one worker per listed GPU (or ``workers`` spread over them); 'cpu' x workers."""
     if gl and workers:

@@ -21,13 +21,13 @@ from __future__ import annotations
 import sys
 
 from data_prep.config import load_experiment
-from data_prep.runtime.cli import parser, positive_int, nonneg_int, run
+from data_prep.runtime.cli import parser, run
 from data_prep.export import token_paths
 from data_prep.rundir import fold_dir, run_dir, tokens_stage
 from data_prep.schema import USER_TAGS
 
 from .generate import gpu_list, render
-from .sweep import Job, Target, sweep, worker_slots
+from .sweep import Job, Target, add_sweep_args, sweep, worker_slots
 
 
 def tokens_job(cfg: dict, a, kind: str, fold: int) -> Job:
@@ -42,15 +42,9 @@ def tokens_job(cfg: dict, a, kind: str, fold: int) -> Job:
 
 def main(argv=None) -> int:
     p = parser("python -m swift_configs.tokens", __doc__)
-    p.add_argument("--gpus", default="cpu")
+    add_sweep_args(p)
     p.add_argument("--kind", nargs="+", choices=sorted(USER_TAGS), default=["special", "text", "pooled"],
                    help="tag kinds to run (default all three; pooled is the control)")
-    p.add_argument("--fold", type=nonneg_int, nargs="+", help="only these folds (default all K)")
-    p.add_argument("--workers", type=positive_int, default=None, help="parallel runs (default: one per GPU; 1 on CPU)")
-    p.add_argument("--fresh", action="store_true", help="delete the selected runs' folders first")
-    p.add_argument("--dry-run", action="store_true", help="print each run's command and the memory estimate")
-    p.add_argument("--force", action="store_true", help="start even if the memory preflight says it will not fit")
-    p.add_argument("swift_overrides", nargs="*", metavar="key=value")
     a = p.parse_intermixed_args(argv)
 
     def work() -> int:
