@@ -102,6 +102,8 @@ def child(spec: dict) -> dict:
         return r
 
     new = cfg["eval"]["max_new_tokens"]
+    case("warm-up (not recorded: the model's load, first kernels)",
+         [(swift_paths(cfg, users[0], 1)["test"], user_dir(tmp / "ev" / "warmup", users[0]))], [])
     cases = []
     plain = [(swift_paths(cfg, u, 0)["test"], user_dir(tmp / "ev" / "plain", u)) for u in users]
     cases.append(with_mfu(case("plain hold-outs, base model", plain, []), new))
