@@ -113,7 +113,8 @@ SCHEMA: tuple[Key, ...] = (
         "written with train.zero_stage", choices=("auto", "template")),
     Key("train.zero_stage", "choice", 3, "DeepSpeed ZeRO stage for global full fine-tuning on more than one GPU, "
         "where train.global_recipe is template", choices=(2, 3)),
-    Key("train.offload", "choice", "none", "optimizer: AdamW states in CPU memory under ZeRO-3 (1-2 GPUs, slower)",
+    Key("train.offload", "choice", "none", "optimizer: AdamW states and fp32 gradients in host memory under ZeRO-3 (1-2 GPUs, slower; ~16 B a "
+        "parameter of host RAM)",
         choices=("none", "optimizer")),
     Key("controls.data_curve_n", "sizes", [8, 16, 32, 64], "training samples a fold for the data-efficiency curve "
         "(a seeded subset of each fold's training set, nested: a smaller n is part of a larger one); the curve's "

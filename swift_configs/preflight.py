@@ -214,7 +214,7 @@ def alternatives(args: dict, n_gpus: int, image_tokens: int, offload: str, card:
               {"per_device_train_batch_size": b, "gradient_accumulation_steps": acc * bs // b})
     if args.get("tuner_type") == "full":
         if offload != "optimizer":
-            check("--set train.offload=optimizer (ZeRO-3, AdamW states in CPU memory: ~12 B a parameter of RAM)",
+            check("--set train.offload=optimizer (ZeRO-3, AdamW states and fp32 gradients in CPU memory: ~16 B a parameter of host RAM, ~131 GB at 8B)",
                   {"deepspeed": "zero3"}, off="optimizer")
         for n in (2, 4, 8):
             if n > n_gpus:
