@@ -106,6 +106,21 @@ def _short(v) -> str:
     return text if len(text) <= 80 else text[:77] + "..."
 
 
+def eval_record(cfg: dict, model_id: dict, adapter_ids: list[dict], data: str | Path, max_new_tokens: int) -> dict:
+    """What an eval folder's answers come from: its provenance.json (eval/job.py writes it, the sweeps check a
+    finished fold's against it)."""
+    from .store import BuildError, build_record
+
+    try:
+        build = build_record(cfg["paths"]["data"])["fingerprint"]
+    except BuildError:
+        build = None  # rows evaluated without a built DATA (their ground truth is in the rows)
+    return {"model": model_id, "adapters": adapter_ids, "family": cfg["model"]["family"],
+            "profile": cfg["eval"]["profile"], "prompt": cfg["data"]["prompt"],
+            "image_max_token_num": cfg["image_max_token_num"], "long_press": "long_click" in cfg["data"]["actions"],
+            "decoding": {"greedy": True, "max_new_tokens": max_new_tokens}, "data": data_identity(data), "build": build}
+
+
 def check_same(record_file: Path, new: dict, what: str, ways_out: str) -> None:
     """Refuse (ProvenanceError) when ``record_file`` holds a record that differs from ``new``."""
     if not record_file.exists():

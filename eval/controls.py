@@ -65,7 +65,10 @@ def person_adapters(cfg: dict) -> dict[tuple[int, int], tuple[str, str]]:
             d = fold_dir(stage, u, f)
             if done(d).exists():
                 ckpt = marker_checkpoint(done(d))
-                out[(u, f)] = (read_json(d / "manifest.json")["provenance"]["base_model"]["path"], str(ckpt))
+                args = ckpt / "args.json"  # swift's record of the run: the base the adapter was trained on
+                if not args.exists():
+                    raise ControlsError(f"{ckpt}: no args.json naming the adapter's base model")
+                out[(u, f)] = (read_json(args)["model"], str(ckpt))
     return out
 
 

@@ -28,11 +28,10 @@ from data_prep.runtime.attention import flash_problems
 from data_prep.family import check_model_folder, family
 from data_prep.io import atomic_open, read_json, read_jsonl, write_json
 from data_prep.runtime.memory import gib
-from data_prep.provenance import ProvenanceError, check_same, data_identity, fingerprint, model_identity
+from data_prep.provenance import ProvenanceError, check_same, eval_record, fingerprint, model_identity
 from data_prep.patches import PATCHES
 from data_prep.rundir import PROVENANCE, clear
 from data_prep.runtime.lock import FolderLock
-from data_prep.store import BuildError, build_record
 
 from .engine import CPU_AUTO_BATCH, Engines, EvalError, build_engine, cap_card, check_devices, peak_memory, plan_batch
 from .generation import Reader, generate
@@ -119,18 +118,6 @@ def results_text(m: dict, title: str) -> str:
             f"  pixels (parsed)    mean L2: {num(m['mean_l2_px'], '.1f', ' px')}  "
             f"median L2: {num(m['median_l2_px'], '.1f', ' px')}\n"
             f"  element hit rate: {num(m['element_hit_rate'])} (n={m['element_hit_n']})\n")
-
-
-def provenance(cfg: dict, model_id: dict, adapter_ids: list[dict], data: Path, max_new_tokens: int) -> dict:
-    """What an eval folder's answers come from (module docstring): its provenance.json."""
-    try:
-        build = build_record(cfg["paths"]["data"])["fingerprint"]
-    except BuildError:
-        build = None  # rows evaluated without a built DATA (their ground truth is in the rows)
-    return {"model": model_id, "adapters": adapter_ids, "family": cfg["model"]["family"],
-            "profile": cfg["eval"]["profile"], "prompt": cfg["data"]["prompt"],
-            "image_max_token_num": cfg["image_max_token_num"], "long_press": "long_click" in cfg["data"]["actions"],
-            "decoding": {"greedy": True, "max_new_tokens": max_new_tokens}, "data": data_identity(data), "build": build}
 
 
 def claim(out: Path, record: dict, fresh: bool) -> None:
@@ -267,7 +254,7 @@ def evaluate(cfg: dict, model: str, adapters: list[str], jobs: list[tuple[Path, 
         for data, out in jobs:
             if not data.is_file():
                 raise FileNotFoundError(f"{data}: no such eval file (run `python -m data_prep export`)")
-            claim(out, provenance(cfg, ids["model"], ids["adapters"], data, max_new_tokens), fresh)
+            claim(out, eval_record(cfg, ids["model"], ids["adapters"], data, max_new_tokens), fresh)
         return _answer_and_score(cfg, model, adapters, jobs, devices, batch_size, max_new_tokens, quiet, engines)
 
 

@@ -37,7 +37,9 @@ from data_prep.errors import HarnessError
 from data_prep.export import check_export
 from data_prep.io import read_json, write_json
 from data_prep.runtime.procenv import eval_child, eval_server
-from data_prep.rundir import clear, done, eval_dir, fold_dir, overall_file, run_dir, user_summary, write_marker
+from data_prep.provenance import ProvenanceError, check_same, eval_record, model_identity
+from data_prep.rundir import (PROVENANCE, clear, done, eval_dir, fold_dir, overall_file, run_dir, user_summary,
+                              write_marker)
 from data_prep.runtime.lock import FolderLock
 from data_prep.runtime.server import LineServer
 from data_prep.summary import overall, summarize_folds
@@ -147,6 +149,23 @@ def eval_park(cfg: dict, est: dict | None, gpus: list[str]) -> bool:
           f"(run ~{est['per_gpu_bytes'] / 2**30:.1f} + eval base ~{(need - est['per_gpu_bytes']) / 2**30:.1f} GiB "
           f"{'>' if park else '<='} 90% of {card / 2**30:.1f} GiB)", flush=True)
     return park
+
+
+def check_done_evals(cfg: dict, job: Job) -> None:
+    """A DONE job's hold-out evaluations were made by this job's checkpoint with the experiment's eval settings now
+    (data_prep/provenance.py ``eval_record``); ProvenanceError naming the difference otherwise."""
+    ckpt = trained_checkpoint(job.run_dir)
+    lora = job.run.args.get("tuner_type") != "full"
+    model, adapters = (job.run.args["model"], [ckpt]) if lora else (ckpt, [])
+    ids = model_identity(model), [model_identity(a) for a in adapters]
+    for t in job.targets:
+        record = eval_dir(t.folder) / PROVENANCE
+        ways = f"ways out: --fresh (train and evaluate {job.label} again) or another experiment name"
+        if not record.exists():
+            raise ProvenanceError(f"{t.folder}: DONE, but its evaluation has no {PROVENANCE} (made by an older "
+                                  f"version); {ways}")
+        check_same(record, eval_record(cfg, *ids, t.data, cfg["eval"]["max_new_tokens"]),
+                   f"the evaluation of {job.label}", ways)
 
 
 def run_job(cfg: dict, job: Job, device: str, env: dict, tag: str, server: EvalServer | None = None,
@@ -283,6 +302,8 @@ def sweep(cfg: dict, jobs: list[Job], a, gl: list[str], slots: list[str], tag: s
         try:  # a DONE job is reused only where what made it is what this sweep would run
             for j in jobs:
                 check_provenance(j.run, build)
+                if j.is_done():
+                    check_done_evals(cfg, j)
         except HarnessError as e:
             print(f"error: {e}", file=sys.stderr)
             return 2

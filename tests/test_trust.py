@@ -39,7 +39,8 @@ def test_eval_refuses_answers_another_model_made(exp, tiny_model, tmp_path):
     """A folder answered by one model: another model, another setting, or answers without a record are refused
     before any model loads (no answer written, the old ones kept); the refusal names what differs and the ways
     out; --fresh empties the folder and records the new maker."""
-    from eval.job import claim, evaluate, provenance
+    from data_prep.provenance import eval_record as provenance
+    from eval.job import claim, evaluate
 
     cfg = {**exp["cfg"], "paths": {**exp["cfg"]["paths"], "model": str(tiny_model)}}
     data = Path(exp["cfg"]["paths"]["data"]) / "swift/user_1/all.jsonl"
@@ -63,7 +64,8 @@ def test_eval_refuses_answers_another_model_made(exp, tiny_model, tmp_path):
 
 
 def test_eval_cli_refusal_is_one_line_exit_2(exp, tiny_model, tmp_path):
-    from eval.job import claim, provenance
+    from data_prep.provenance import eval_record as provenance
+    from eval.job import claim
 
     data = Path(exp["cfg"]["paths"]["data"]) / "swift/user_1/all.jsonl"
     claim(tmp_path / "o", provenance(exp["cfg"], model_identity(tmp_path), [], data, 40), fresh=False)
@@ -436,3 +438,25 @@ def test_the_readme_commands_work_when_copied(exp, tiny_model, tmp_path):
             argv[0] = sys.executable
         p = subprocess.run(argv, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
         assert p.returncode == 0, f"{cmd}\n{p.stdout[-1500:]}\n{p.stderr[-2500:]}"
+
+
+def test_a_done_fold_is_reused_only_where_its_evaluation_matches(exp, tiny_model, tmp_path):
+    """The sweeps skip a DONE job only where its hold-out was answered by its checkpoint with the experiment's eval
+    settings now (a changed eval.max_new_tokens, or an evaluation without a record, is refused)."""
+    from data_prep.provenance import eval_record
+    from swift_configs.generate import render
+    from swift_configs.sweep import Job, Target, check_done_evals
+
+    ov = [f"paths.model={tiny_model}", f"paths.data={exp['cfg']['paths']['data']}", f"paths.runs={tmp_path / 'runs'}"]
+    cfg = load_experiment(exp["path"], ov)
+    run = render(cfg, "global")
+    run.run_dir.mkdir(parents=True)
+    (run.run_dir / "TRAINED").write_text(f"checkpoint: {tiny_model}\n")
+    data = Path(cfg["paths"]["data"]) / "swift/user_1/all.jsonl"
+    job = Job("the run", lambda d: run, [Target(1, data, tmp_path / "fold")], run=run)
+    with pytest.raises(ProvenanceError, match="DONE, but its evaluation has no provenance.json"):
+        check_done_evals(cfg, job)
+    write_json(tmp_path / "fold/eval/provenance.json", eval_record(cfg, model_identity(tiny_model), [], data, 40))
+    check_done_evals(cfg, job)
+    with pytest.raises(ProvenanceError, match=r"decoding.max_new_tokens: 40 -> 30(.|\n)*--fresh"):
+        check_done_evals(load_experiment(exp["path"], ov + ["eval.max_new_tokens=30"]), job)
