@@ -262,9 +262,11 @@ def train_other_node(run: Run, rank: int, fresh: bool) -> None:
     rendezvous. Its exit code is the run's."""
     import tempfile
 
-    if rundir.trained(run.run_dir).exists() and not fresh:
+    marker = rundir.trained(run.run_dir)
+    if marker.exists() and not fresh:
         print(f"[train] node {rank}: {run.run_dir} already trained (node rank 0 marks it)", flush=True)
         return
+    before = marker.read_text(encoding="utf-8") if marker.exists() else None
     require_packages(run)
     ckpt = None if fresh else latest_checkpoint(run.run_dir)
     if ckpt is not None:
@@ -278,9 +280,24 @@ def train_other_node(run: Run, rank: int, fresh: bool) -> None:
     env = child_env(**run.env, **run.proc_env)
     with open(log, "a", encoding="utf-8") as f:
         rc = subprocess.run(run.command(), env=env, stdout=f, stderr=subprocess.STDOUT, cwd=own).returncode
-    if rc != 0:
+    if rc != 0 and not completed_by_rank0(marker, before):
         raise TrainError(f"swift sft failed on node {rank} (exit {rc}); last lines of {log}:\n{log_tail(log)}")
+    if rc != 0:  # torch's process-group threads can abort a rank's interpreter at exit once rank 0 has gone
+        print(f"[train] node {rank}: its process ended with exit {rc} after the run was complete (node 0 marked it "
+              f"TRAINED; log: {log})", flush=True)
     print(f"[train] node {rank}: done", flush=True)
+
+
+def completed_by_rank0(marker: Path, before: str | None, wait_s: float = 120) -> bool:
+    """Whether node rank 0 marks the run TRAINED (a marker other than the one there at this node's start) within
+    ``wait_s``: a rank that fails during training or saving fails rank 0's collectives too, so a new TRAINED marker
+    means every rank took part to the end."""
+    deadline = time.time() + wait_s
+    while time.time() < deadline:
+        if marker.exists() and marker.read_text(encoding="utf-8") != before:
+            return True
+        time.sleep(2)
+    return False
 
 
 def train_global(a, ov: list[str]) -> None:

@@ -68,3 +68,17 @@ def test_a_wrong_node_setting_is_refused(exp, env, match):
     p = subprocess.run(["bash", "scripts/2_finetune_global.sh", "cpu", "--full", "--config", str(exp["path"])],
                        cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT), **env}, capture_output=True, text=True)
     assert p.returncode == 2 and match in p.stderr
+
+
+def test_a_rank_that_ends_badly_after_rank_0_completed_the_run_is_not_a_failure(tmp_path):
+    """torch's process-group threads can abort a rank's interpreter at exit once rank 0 has gone (seen: SIGABRT on
+    node 1 after node 0 saved the run): such an exit counts as done only where rank 0 wrote a new TRAINED marker,
+    never the one that was there before this node started."""
+    from swift_configs.train import completed_by_rank0
+
+    marker = tmp_path / "TRAINED"
+    assert not completed_by_rank0(marker, None, wait_s=0.1)
+    marker.write_text("checkpoint: old\n")
+    assert not completed_by_rank0(marker, "checkpoint: old\n", wait_s=0.1)
+    marker.write_text("checkpoint: new\n")
+    assert completed_by_rank0(marker, "checkpoint: old\n", wait_s=0.1) and completed_by_rank0(marker, None, wait_s=0.1)
