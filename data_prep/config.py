@@ -145,21 +145,22 @@ def load_experiment(path: str | Path | None = None, overrides: list[str] | None 
     """Load, merge with its base, apply key=value overrides, resolve paths, validate."""
     path = find_experiment(path)
     cfg = _load_file(path)
-    from_cmdline = set()
+    resolved = []  # the overrides with their paths made absolute: how a child (started elsewhere) reads them
     for ov in overrides or []:
         key, val = parse_override(ov)
-        if key in PATH_KEYS and isinstance(val, str) and val.strip():
+        is_path = key in PATH_KEYS or (key == "train.person_base" and isinstance(val, str)
+                                       and ("/" in val or val.startswith(".")))
+        if is_path and isinstance(val, str) and val.strip():
             val = str(Path(os.path.expanduser(val)).resolve())  # typed by the user: from where they stand
-            from_cmdline.add(key)
-        if key == "train.person_base" and isinstance(val, str) and ("/" in val or val.startswith(".")):
-            val = str(Path(os.path.expanduser(val)).resolve())
+            ov = f"{key}={val}"
+        resolved.append(ov)
         cfg = _merge(cfg, _nest(key, val), CMDLINE)
     missing = [k.key for k in KEYS.values() if _get(cfg, k.key) is REQUIRED]
     if missing:
         raise ConfigError(f"{path}: required key(s) missing: {missing} (docs/config.md; or start the file with "
                           "'base: pigg.yaml')")
     cfg["config_path"] = str(path)
-    cfg["overrides"] = list(overrides or [])  # with config_path: how a child process loads the same experiment
+    cfg["overrides"] = resolved  # with config_path: how a child process (its own working folder) loads the same experiment
     return _finish(cfg, path)
 
 

@@ -313,6 +313,8 @@ def test_base_cycles_bad_overrides_and_paths_from_the_command_line(tmp_path, mon
     monkeypatch.chdir(tmp_path)
     cfg = load_experiment("demo", ["paths.data=here/data", "train.person_base=./ckpt"])
     assert cfg["paths"]["data"] == str(tmp_path / "here/data") and cfg["train"]["person_base"] == str(tmp_path / "ckpt")
+    # a child process (started in the project root) gets the overrides with those paths absolute
+    assert cfg["overrides"] == [f"paths.data={tmp_path / 'here/data'}", f"train.person_base={tmp_path / 'ckpt'}"]
     assert load_experiment("demo")["paths"]["data"] == str(ROOT / "data/demo")  # a file's paths: the project root
     (tmp_path / "mine.yaml").write_text("base: " + str(ROOT / "swift_configs/experiments/demo.yaml") + "\nname: mine\n")
     assert load_experiment("mine.yaml")["name"] == "mine"  # a relative --config: from where the user stands
