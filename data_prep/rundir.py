@@ -238,6 +238,16 @@ def final_checkpoint(run_dir: Path) -> Path | None:
     return latest_checkpoint(run_dir)
 
 
+def person_base(cfg: dict) -> Path | None:
+    """The checkpoint ``train.person_base`` names: a run under runs/<exp>/ (its DONE marker's checkpoint) or a path
+    (a run folder stands for its final checkpoint); None where the named run is not finished."""
+    base = cfg["train"]["person_base"]
+    if Path(base).is_absolute():
+        return resolve_checkpoint(Path(base))
+    marker = done(run_dir(cfg, base))
+    return marker_checkpoint(marker) if marker.exists() else None
+
+
 def resolve_checkpoint(path: Path) -> Path:
     """A run folder with a DONE/TRAINED marker stands for its final checkpoint; anything else for itself."""
     path = Path(path)

@@ -34,10 +34,10 @@ from data_prep.config import load_experiment
 from data_prep.controls import write_in_context
 from data_prep.errors import HarnessError
 from data_prep.export import check_export, swift_paths
-from data_prep.io import read_json, write_json
+from data_prep.io import read_json, read_jsonl, write_json
 from data_prep.rundir import (cross_eval_dir, cross_user_dir, curve_dir, curve_sizes_found, curve_stage_dir, done,
-                              eval_dir, fold_dir, in_context_stage, marker_checkpoint, overall_file, resolve_checkpoint,
-                              run_dir, user_summary)
+                              eval_dir, fold_dir, in_context_stage, marker_checkpoint, overall_file, person_base,
+                              resolve_checkpoint, run_dir, user_summary)
 from data_prep.runtime.cli import parser, run
 from data_prep.summary import overall, summarize_folds
 
@@ -155,10 +155,10 @@ def in_context(cfg: dict, devices: list[str], model: str | None = None, fresh: b
             write_json(user_summary(stage, u), s)
             sums.append(s)
         stats = [read_json(o / "eval_stats.json") for _, o in jobs if (o / "eval_stats.json").exists()]
-        rows = [read_json(o / "out.json") for _, o in jobs]
+        images = [len(row["images"]) for data, _ in jobs for row in read_jsonl(data)]  # a fold short of k: fewer
         o = {**overall(sums), "model": model, "variant": variant, "k": k,
-             "images_per_sample": 1 + (k if variant == "image" else 0),
-             "prompt_tokens_per_sample": tokens_per_sample(stats), "samples": sum(len(r) for r in rows)}
+             "images_per_sample": round(float(np.mean(images)), 2), "prompt_tokens_per_sample": tokens_per_sample(stats),
+             "samples": len(images)}
         write_json(overall_file(stage), o)
         results[variant] = o
     return results
@@ -170,12 +170,11 @@ def tokens_per_sample(stats: list[dict]) -> float | None:
 
 
 def global_checkpoint(cfg: dict) -> Path:
-    base = cfg["train"]["person_base"]
-    path = Path(base) if Path(base).is_absolute() else run_dir(cfg, base)
-    if not path.exists():
-        raise ControlsError(f"train.person_base: {path} does not exist: run scripts/2_finetune_global.sh first, or "
-                            "pass --model")
-    return resolve_checkpoint(path)
+    ckpt = person_base(cfg)
+    if ckpt is None or not ckpt.exists():
+        raise ControlsError(f"train.person_base: {cfg['train']['person_base']} is not a finished run or a checkpoint: "
+                            "run scripts/2_finetune_global.sh first, or pass --model")
+    return ckpt
 
 
 def data_curve(cfg: dict) -> dict:

@@ -29,7 +29,7 @@ from data_prep.export import ExportError, check_export, swift_dir, swift_paths, 
 from data_prep.family import check_model_folder, family
 from data_prep.io import load_yaml
 from data_prep.runtime.procenv import experiment_env, swift_args as plugin_args
-from data_prep.rundir import (curve_files, curve_stage_dir, done, fold_dir, generated_yaml, marker_checkpoint, run_dir,
+from data_prep.rundir import (curve_files, curve_stage_dir, fold_dir, generated_yaml, person_base, run_dir,
                               tokens_run_dir, tokens_stage)
 
 from .argtable import load as load_table
@@ -123,15 +123,13 @@ def load_template(name: str) -> tuple[dict, Path]:
 
 
 def resolve_base(cfg: dict) -> Path:
-    """The checkpoint a personalized run starts from: a global run's final checkpoint or a path."""
-    base = cfg["train"]["person_base"]
-    if os.path.isabs(base):
-        return Path(base)
-    marker = done(run_dir(cfg, base))
-    if not marker.exists():
+    """The checkpoint a personalized run starts from: a global run's final checkpoint or a path (rundir.person_base)."""
+    ckpt = person_base(cfg)
+    if ckpt is None:
+        base = cfg["train"]["person_base"]
         raise ConfigError(f"train.person_base: {base}: the global run {run_dir(cfg, base)} is not finished "
                           f"(no DONE marker); run scripts/2_finetune_global.sh first or give an absolute checkpoint")
-    return marker_checkpoint(marker)
+    return ckpt
 
 
 def validate(args: dict, sources: dict[str, str]) -> list[str]:

@@ -462,3 +462,18 @@ def test_a_done_fold_is_reused_only_where_its_evaluation_matches(exp, tiny_model
     check_done_evals(cfg, job)
     with pytest.raises(ProvenanceError, match=r"decoding.max_new_tokens: 40 -> 30(.|\n)*--fresh"):
         check_done_evals(load_experiment(exp["path"], ov + ["eval.max_new_tokens=30"]), job)
+
+
+def test_person_base_names_a_finished_run_or_a_checkpoint_by_path(tmp_path):
+    """train.person_base: a stage name is its DONE marker's checkpoint (None while unfinished); a path to a run folder
+    (as --set makes it absolute) stands for the run's final checkpoint, a checkpoint path for itself."""
+    from data_prep.rundir import person_base
+
+    run = tmp_path / "runs" / "e" / "global_full"
+    (run / "checkpoint-8").mkdir(parents=True)
+    cfg = {"name": "e", "paths": {"runs": str(tmp_path / "runs")}, "train": {"person_base": "global_full"}}
+    assert person_base(cfg) is None
+    (run / "DONE").write_text(f"checkpoint: {run / 'checkpoint-8'}\n")
+    assert person_base(cfg) == run / "checkpoint-8"
+    for given in (run, run / "checkpoint-8"):
+        assert person_base({**cfg, "train": {"person_base": str(given)}}) == run / "checkpoint-8"
